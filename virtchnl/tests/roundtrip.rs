@@ -221,7 +221,9 @@ fn pf_message() -> impl Strategy<Value = PfMessage> {
             body: ReplyBody::Stats(s)
         }),
     ]
-    .prop_filter("events are not replies", |r| r.op != VirtchnlOp::Event)
+    .prop_filter("a successful EVENT is an event, not a reply", |r| {
+        r.op != VirtchnlOp::Event || !r.status.is_success()
+    })
     .prop_map(PfMessage::Reply);
     prop_oneof![reply, event().prop_map(PfMessage::Event)]
 }

@@ -272,8 +272,13 @@ pub enum PfMessage {
 
 impl PfMessage {
     /// Decodes a payload given the frame header's opcode and status.
+    ///
+    /// Opcode EVENT with SUCCESS is an event. Opcode EVENT with an error
+    /// status is a reply: a PF answers a VF that wrongly sent EVENT with
+    /// ERR_PARAM under the same opcode (as ice does), and events never carry
+    /// an error status.
     pub fn decode(op: VirtchnlOp, status: VirtchnlStatus, payload: &[u8]) -> Result<PfMessage> {
-        if op == Op::Event {
+        if op == Op::Event && status.is_success() {
             PfEvent::decode(op, payload).map(PfMessage::Event)
         } else {
             Reply::decode(op, status, payload).map(PfMessage::Reply)
