@@ -993,6 +993,54 @@ fn v1_and_v2_deletes_apply_to_the_same_table_as_adds() {
     assert_eq!(rig.table(0).vlans, vec![20]);
 }
 
+#[test]
+fn p27_v2_offload_toggles_are_not_supported_because_no_offload_caps_are_offered() {
+    let mut rig = Rig::untrusted();
+    rig.bring_up(0);
+    let caps = rig.call(0, Request::GetOffloadVlanV2Caps);
+    let ReplyBody::VlanCaps(caps) = caps.body else {
+        panic!("caps expected")
+    };
+    assert_eq!(caps.offloads, virtchnl::VlanOffloadCaps::default());
+    // virtchnl_vlan_setting: outer 0, inner 8100, vport_id 1.
+    let mut setting = vec![0u8; 16];
+    setting[4] = 1;
+    setting[8] = 1;
+    for op in [
+        VirtchnlOp::EnableVlanStrippingV2,
+        VirtchnlOp::DisableVlanStrippingV2,
+        VirtchnlOp::EnableVlanInsertionV2,
+        VirtchnlOp::DisableVlanInsertionV2,
+    ] {
+        let replies = rig.raw(0, &encode_frame(op, Success, 1, &setting));
+        assert_eq!(replies[0].1.status, ErrNotSupported, "{op}");
+    }
+}
+
+#[test]
+fn p28_v1_vlan_stripping_toggles_and_is_refused_under_a_svm_port_vlan() {
+    let mut rig = v1_rig(VfPolicy::default());
+    assert!(
+        rig.table(0).vlan_stripping,
+        "on by default with V1 VLAN (P9)"
+    );
+    assert_eq!(rig.status(0, Request::DisableVlanStripping), Success);
+    assert!(!rig.table(0).vlan_stripping);
+    assert_eq!(rig.status(0, Request::EnableVlanStripping), Success);
+    assert!(rig.table(0).vlan_stripping);
+
+    // A 1.0 VF under a port VLAN in SVM: VLAN is not granted, so the opcodes are
+    // not even allowed.
+    let mut rig = Rig::with_policy(VfPolicy {
+        port_vlan: Some(7),
+        vlan_v2: false,
+        ..VfPolicy::default()
+    });
+    rig.status(0, Request::Version(VersionInfo::V1_0));
+    rig.status(0, Request::GetVfResources { caps: None });
+    assert_eq!(rig.status(0, Request::EnableVlanStripping), ErrNotSupported);
+}
+
 // ---- Spoof check, promiscuous, trust --------------------------------------
 
 #[test]
@@ -1039,6 +1087,28 @@ fn p30_a_trusted_vf_sets_promiscuous_modes_and_vlan_pruning_follows() {
     assert_eq!(rig.status(0, set(PromiscFlags::empty())), Success);
     let t = rig.table(0);
     assert!(!t.promisc.multicast && t.vlan_pruning);
+}
+
+#[test]
+fn p31_trust_resets_the_vf_and_the_next_v2_caps_carry_the_new_limit() {
+    let mut rig = Rig::untrusted();
+    rig.bring_up(0);
+    rig.pf.set_trust(VfId(0), true).expect("vf0 exists");
+    assert_eq!(rig.pf.phase(VfId(0)), Ok(VfPhase::Init));
+    rig.status(
+        0,
+        Request::GetVfResources {
+            caps: Some(IAVF_CAPS),
+        },
+    );
+    let caps = rig.call(0, Request::GetOffloadVlanV2Caps);
+    let ReplyBody::VlanCaps(caps) = caps.body else {
+        panic!("caps expected")
+    };
+    assert_eq!(caps.filtering.max_filters, 4096);
+    let many: Vec<u16> = (1..=20).collect();
+    assert_eq!(rig.status(0, Request::AddVlanV2(v2(&many))), Success);
+    assert_eq!(rig.table(0).vlan_limit, 4096);
 }
 
 // ---- Events and stats -----------------------------------------------------
