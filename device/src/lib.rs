@@ -31,5 +31,9 @@
 
 mod error;
 pub mod pf;
+pub mod vhost;
+
+#[cfg(any(test, feature = "test-support"))]
+pub mod test_support;
 
 pub use error::{Error, Result};
