@@ -1,0 +1,378 @@
+//! Engine behaviour: faults, transcript, ordering, quiesce.
+
+use std::time::{Duration, Instant};
+
+use virtchnl::{
+    EventKind, PfMessage, QueueSelect, Reply, Request, VersionInfo, VfCapFlags, VirtchnlOp,
+    VirtchnlStatus, VirtchnlVlan, VlanFilterListV2, VlanFilterV2,
+};
+
+use super::*;
+use crate::pf::{LinkState, PfConfig};
+
+struct Rig {
+    engine: Engine,
+    now: Instant,
+    cookie: u32,
+}
+
+impl Rig {
+    fn new(vfs: u16) -> Self {
+        let now = Instant::now();
+        let config = EngineConfig {
+            pf: PfConfig {
+                num_vfs: vfs,
+                ..PfConfig::default()
+            },
+            seed: 7,
+        };
+        let mut engine = Engine::new(config, now).expect("valid config");
+        for vf in 0..vfs {
+            engine.connected(VfId(vf));
+        }
+        Rig {
+            engine,
+            now,
+            cookie: 0,
+        }
+    }
+
+    fn send(&mut self, vf: u16, req: &Request) -> u32 {
+        self.cookie += 1;
+        self.engine
+            .handle_mailbox(self.now, VfId(vf), &req.to_frame(self.cookie));
+        self.cookie
+    }
+
+    /// Everything waiting in `vf`'s receive mailbox, decoded.
+    fn inbox(&mut self, vf: u16) -> Vec<(u32, PfMessage)> {
+        let mut out = Vec::new();
+        while let Some(frame) = self.engine.receive(VfId(vf), Pair::Mailbox, 8192) {
+            let (h, msg) = PfMessage::from_frame(&frame).expect("PF frames decode");
+            out.push((h.cookie, msg));
+        }
+        out
+    }
+
+    /// Replies (not events) waiting for `vf`, as (cookie, op, status).
+    fn replies(&mut self, vf: u16) -> Vec<(u32, VirtchnlOp, VirtchnlStatus)> {
+        self.inbox(vf)
+            .into_iter()
+            .filter_map(|(c, m)| match m {
+                PfMessage::Reply(Reply { op, status, .. }) => Some((c, op, status)),
+                PfMessage::Event(_) => None,
+            })
+            .collect()
+    }
+
+    fn bring_up(&mut self, vf: u16) {
+        let caps = VfCapFlags::L2 | VfCapFlags::VLAN_V2;
+        for req in [
+            Request::Version(VersionInfo::V1_1),
+            Request::GetVfResources { caps: Some(caps) },
+            Request::GetOffloadVlanV2Caps,
+            Request::EnableQueues(QueueSelect {
+                vsi_id: 1,
+                rx_queues: 1,
+                tx_queues: 1,
+            }),
+        ] {
+            self.send(vf, &req);
+        }
+        let replies = self.replies(vf);
+        assert!(replies.iter().all(|r| r.2.is_success()), "{replies:?}");
+    }
+
+    fn vlans(&self, vf: u16) -> Vec<u16> {
+        self.engine
+            .tables()
+            .vf(vf)
+            .expect("vf exists")
+            .vlans
+            .clone()
+    }
+
+    fn advance(&mut self, ms: u64) {
+        self.now += Duration::from_millis(ms);
+    }
+}
+
+fn add(vids: &[u16]) -> Request {
+    Request::AddVlanV2(v2(vids))
+}
+
+fn del(vids: &[u16]) -> Request {
+    Request::DelVlanV2(v2(vids))
+}
+
+fn v2(vids: &[u16]) -> VlanFilterListV2 {
+    VlanFilterListV2 {
+        vport_id: 1,
+        filters: vids
+            .iter()
+            .map(|&v| VlanFilterV2 {
+                inner: VirtchnlVlan::dot1q(v),
+                outer: VirtchnlVlan::default(),
+            })
+            .collect(),
+    }
+}
+
+fn rule(op: Option<VirtchnlOp>, action: FaultAction, trigger: Trigger) -> FaultRule {
+    FaultRule {
+        vf: None,
+        op,
+        action,
+        trigger,
+        fired: 0,
+    }
+}
+
+#[test]
+fn without_faults_a_request_is_answered_at_once_and_transcribed() {
+    let mut rig = Rig::new(1);
+    rig.bring_up(0);
+    let cookie = rig.send(0, &add(&[100]));
+    assert_eq!(
+        rig.replies(0),
+        vec![(cookie, VirtchnlOp::AddVlanV2, VirtchnlStatus::Success)]
+    );
+    let last = rig.engine.transcript().last().expect("transcribed").clone();
+    assert_eq!(last.op, "ADD_VLAN_V2");
+    assert_eq!(last.summary, "[inner 0x8100/100]");
+    assert_eq!(last.outcome, Outcome::Replied("SUCCESS".into()));
+    assert!(rig.engine.quiesce().settled);
+}
+
+#[test]
+fn a_rejected_request_is_not_applied_and_gets_the_given_status() {
+    let mut rig = Rig::new(1);
+    rig.bring_up(0);
+    rig.send(0, &add(&[100]));
+    rig.replies(0);
+    let status = VirtchnlStatus::ErrAdminQueueError;
+    rig.engine.add_fault(rule(
+        Some(VirtchnlOp::DelVlanV2),
+        FaultAction::Reject { status },
+        Trigger::Count(1),
+    ));
+    let cookie = rig.send(0, &del(&[100]));
+    assert_eq!(
+        rig.replies(0),
+        vec![(cookie, VirtchnlOp::DelVlanV2, status)]
+    );
+    assert_eq!(rig.vlans(0), vec![100], "the PF never saw the DEL");
+    let last = rig.engine.transcript().last().expect("transcribed");
+    assert_eq!(last.fault.as_deref(), Some("reject ERR_ADMIN_QUEUE_ERROR"));
+    // The rule is spent: the next DEL goes through.
+    rig.send(0, &del(&[100]));
+    assert!(rig.vlans(0).is_empty());
+    assert_eq!(rig.engine.faults()[0].fired, 1);
+}
+
+#[test]
+fn a_dropped_request_never_reaches_the_pf_and_is_never_answered() {
+    let mut rig = Rig::new(1);
+    rig.bring_up(0);
+    rig.engine
+        .add_fault(rule(None, FaultAction::Drop, Trigger::Count(1)));
+    rig.send(0, &add(&[5]));
+    assert!(rig.replies(0).is_empty());
+    assert!(rig.vlans(0).is_empty());
+    assert_eq!(
+        rig.engine.transcript().last().map(|e| &e.outcome),
+        Some(&Outcome::Dropped)
+    );
+    assert!(
+        rig.engine.quiesce().settled,
+        "a lost request is not pending"
+    );
+}
+
+#[test]
+fn a_delayed_request_is_handled_when_its_timer_ends() {
+    let mut rig = Rig::new(1);
+    rig.bring_up(0);
+    rig.engine.add_fault(rule(
+        Some(VirtchnlOp::AddVlanV2),
+        FaultAction::Delay { delay_ms: 50 },
+        Trigger::Count(1),
+    ));
+    let start = rig.now;
+    let cookie = rig.send(0, &add(&[7]));
+    assert_eq!(
+        rig.engine.poll_timeout(),
+        Some(start + Duration::from_millis(50))
+    );
+    assert_eq!(rig.engine.quiesce().delayed, 1);
+    rig.advance(49);
+    rig.engine.handle_timeout(rig.now);
+    assert!(rig.replies(0).is_empty() && rig.vlans(0).is_empty());
+    rig.advance(1);
+    rig.engine.handle_timeout(rig.now);
+    assert_eq!(
+        rig.replies(0),
+        vec![(cookie, VirtchnlOp::AddVlanV2, VirtchnlStatus::Success)]
+    );
+    assert_eq!(rig.vlans(0), vec![7]);
+    assert_eq!(rig.engine.poll_timeout(), None);
+    let entry = rig.engine.transcript().last().expect("transcribed");
+    assert_eq!(entry.replied_at_us.map(|r| r - entry.at_us), Some(50_000));
+}
+
+#[test]
+fn a_held_request_waits_for_release_and_keeps_the_mailbox_unsettled() {
+    let mut rig = Rig::new(2);
+    rig.bring_up(0);
+    rig.bring_up(1);
+    rig.engine
+        .add_fault(rule(None, FaultAction::Hold, Trigger::Count(2)));
+    let first = rig.send(0, &add(&[1]));
+    let second = rig.send(1, &add(&[2]));
+    assert_eq!(rig.engine.quiesce().held, 2);
+    assert!(!rig.engine.quiesce().settled);
+    // Releasing vf1 leaves vf0's request held.
+    assert_eq!(rig.engine.release(rig.now, Some(VfId(1))), 1);
+    assert_eq!(
+        rig.replies(1),
+        vec![(second, VirtchnlOp::AddVlanV2, VirtchnlStatus::Success)]
+    );
+    assert!(rig.replies(0).is_empty());
+    assert_eq!(rig.engine.release(rig.now, None), 1);
+    assert_eq!(
+        rig.replies(0),
+        vec![(first, VirtchnlOp::AddVlanV2, VirtchnlStatus::Success)]
+    );
+    assert!(rig.engine.quiesce().settled);
+}
+
+#[test]
+fn a_reordered_reply_arrives_after_the_next_message_to_that_vf() {
+    let mut rig = Rig::new(1);
+    rig.bring_up(0);
+    rig.engine
+        .add_fault(rule(None, FaultAction::Reorder, Trigger::Count(1)));
+    let cookie = rig.send(0, &add(&[3]));
+    assert_eq!(rig.vlans(0), vec![3], "handled at once");
+    assert!(rig.inbox(0).is_empty(), "but the reply is held back");
+    assert_eq!(rig.engine.quiesce().reordered, 1);
+    // The host forces the link down: the event overtakes the reply.
+    rig.engine
+        .admin(|pf| pf.set_link_state(VfId(0), LinkState::Disable))
+        .expect("vf0 exists");
+    let inbox = rig.inbox(0);
+    assert_eq!(inbox.len(), 2);
+    assert!(
+        matches!(&inbox[0].1, PfMessage::Event(e) if matches!(e.kind, EventKind::LinkChange { link_up: false, .. }))
+    );
+    assert!(
+        matches!(&inbox[1], (c, PfMessage::Reply(r)) if *c == cookie && r.op == VirtchnlOp::AddVlanV2)
+    );
+    assert!(rig.engine.quiesce().settled);
+}
+
+#[test]
+fn rules_match_only_their_vf_and_opcode() {
+    let mut rig = Rig::new(2);
+    rig.bring_up(0);
+    rig.bring_up(1);
+    rig.engine.add_fault(FaultRule {
+        vf: Some(VfId(1)),
+        op: Some(VirtchnlOp::AddVlanV2),
+        action: FaultAction::Drop,
+        trigger: Trigger::Count(10),
+        fired: 0,
+    });
+    rig.send(0, &add(&[1]));
+    rig.send(1, &del(&[2]));
+    rig.send(1, &add(&[3]));
+    assert_eq!(rig.vlans(0), vec![1]);
+    assert!(rig.vlans(1).is_empty());
+    assert_eq!(rig.engine.faults()[0].fired, 1);
+}
+
+#[test]
+fn probabilistic_rules_repeat_exactly_with_the_same_seed() {
+    let run = |p: f64| {
+        let mut rig = Rig::new(1);
+        rig.bring_up(0);
+        rig.engine
+            .add_fault(rule(None, FaultAction::Drop, Trigger::Probability(p)));
+        (0..64u16)
+            .map(|i| {
+                rig.send(0, &add(&[i % 4 + 1]));
+                rig.replies(0).is_empty()
+            })
+            .collect::<Vec<bool>>()
+    };
+    let half = run(0.5);
+    assert_eq!(half, run(0.5), "same seed, same drops");
+    let dropped = half.iter().filter(|d| **d).count();
+    assert!(
+        (16..=48).contains(&dropped),
+        "about half dropped: {dropped}"
+    );
+    assert!(run(0.0).iter().all(|d| !d));
+    assert!(run(1.0).iter().all(|d| *d));
+}
+
+#[test]
+fn a_disconnect_resets_the_vf_and_discards_what_was_waiting() {
+    let mut rig = Rig::new(1);
+    rig.bring_up(0);
+    rig.send(0, &add(&[9]));
+    rig.engine
+        .add_fault(rule(None, FaultAction::Hold, Trigger::Count(1)));
+    rig.send(0, &add(&[10]));
+    rig.engine.disconnected(rig.now, VfId(0));
+    assert!(rig.inbox(0).is_empty());
+    assert!(rig.vlans(0).is_empty(), "the VF was reset");
+    assert_eq!(
+        rig.engine.transcript().last().map(|e| &e.outcome),
+        Some(&Outcome::Discarded)
+    );
+    assert!(rig.engine.quiesce().settled);
+}
+
+#[test]
+fn reset_vf_is_transcribed_as_never_answered() {
+    let mut rig = Rig::new(1);
+    rig.bring_up(0);
+    rig.send(0, &Request::ResetVf);
+    assert_eq!(
+        rig.engine.transcript().last().map(|e| &e.outcome),
+        Some(&Outcome::NoReply)
+    );
+}
+
+#[test]
+fn clearing_the_transcript_keeps_later_entries_addressable() {
+    let mut rig = Rig::new(1);
+    rig.bring_up(0);
+    rig.engine.clear_transcript();
+    rig.engine.add_fault(rule(
+        None,
+        FaultAction::Delay { delay_ms: 5 },
+        Trigger::Count(1),
+    ));
+    rig.send(0, &add(&[1]));
+    rig.advance(5);
+    rig.engine.handle_timeout(rig.now);
+    let t = rig.engine.transcript();
+    assert_eq!(t.len(), 1);
+    assert_eq!(t[0].outcome, Outcome::Replied("SUCCESS".into()));
+}
+
+#[test]
+fn a_frame_too_large_for_the_receive_buffer_is_dropped_not_stuck() {
+    let mut rig = Rig::new(1);
+    rig.bring_up(0);
+    rig.send(0, &Request::GetOffloadVlanV2Caps); // 16 + 40 bytes
+    rig.send(0, &add(&[1])); // 16 bytes
+    let first = rig.engine.receive(VfId(0), Pair::Mailbox, 20);
+    assert_eq!(
+        first.map(|f| f.len()),
+        Some(16),
+        "the big reply was skipped"
+    );
+}
