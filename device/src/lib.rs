@@ -29,6 +29,7 @@
 #![deny(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+pub mod control;
 pub mod engine;
 mod error;
 pub mod pf;
