@@ -1,6 +1,6 @@
-//! Random sequences of VF requests, malformed frames and host operations,
-//! from a fixed seed (override with `VFRIG_SEED`), checked against the PF's
-//! invariants after every step.
+//! Random sequences of VF requests, malformed frames, host operations and
+//! data-path frames through the PF switch, from a fixed seed (override with
+//! `VFRIG_SEED`), checked against the PF's invariants after every step.
 //!
 //! A failure found here is kept as a `regression_*` test below with its
 //! steps written out.
@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use proptest::collection::vec;
 use proptest::prelude::*;
 use proptest::test_runner::RngSeed;
-use vfrig_device::pf::{Effect, Pf, PfConfig, VfId, VfPhase};
+use vfrig_device::pf::{Delivery, Effect, Pf, PfConfig, Port, VfId, VfPhase};
 use virtchnl::{
     EtherAddr, EtherAddrList, EtherAddrType, MacAddr, PfMessage, PromiscFlags, PromiscInfo,
     QueueSelect, Request, VersionInfo, VfCapFlags, VirtchnlVlan, VlanFilterList, VlanFilterListV2,
@@ -35,6 +35,8 @@ enum Step {
     PfLink(bool),
     PfReset,
     Wait(u64),
+    /// A data-path frame from a VF (or the uplink, `None`).
+    Frame(Option<u16>, Vec<u8>),
 }
 
 fn mac_pool() -> impl Strategy<Value = MacAddr> {
@@ -94,6 +96,27 @@ fn v2_list() -> impl Strategy<Value = VlanFilterListV2> {
     })
 }
 
+/// Ethernet frames from the MAC pool, untagged or with a 0x8100/0x88a8 tag,
+/// truncated now and then.
+fn ethernet() -> impl Strategy<Value = Vec<u8>> {
+    let tag = proptest::option::of((prop_oneof![Just(0x8100u16), Just(0x88a8)], vid()));
+    (mac_pool(), mac_pool(), tag, 0usize..70, 0u8..8).prop_map(|(dst, src, tag, body, cut)| {
+        let mut f = Vec::new();
+        f.extend_from_slice(&dst.0);
+        f.extend_from_slice(&src.0);
+        if let Some((tpid, tci)) = tag {
+            f.extend_from_slice(&tpid.to_be_bytes());
+            f.extend_from_slice(&tci.to_be_bytes());
+        }
+        f.extend_from_slice(&[0x08, 0x00]);
+        f.resize(f.len() + body, 0xa5);
+        if cut == 0 {
+            f.truncate(body % 18);
+        }
+        f
+    })
+}
+
 fn request() -> impl Strategy<Value = Request> {
     let caps = prop_oneof![
         Just(VfCapFlags(0xffff_ffff)),
@@ -138,10 +161,11 @@ fn step() -> impl Strategy<Value = Step> {
         1 => (vf.clone(), any::<bool>()).prop_map(|(vf, t)| Step::Trust(vf, t)),
         1 => (vf.clone(), any::<bool>()).prop_map(|(vf, s)| Step::Spoofchk(vf, s)),
         1 => (vf.clone(), proptest::option::of(mac_pool())).prop_map(|(vf, m)| Step::AdminMac(vf, m)),
-        1 => (vf, proptest::option::of(0u16..4100)).prop_map(|(vf, v)| Step::PortVlan(vf, v)),
+        1 => (vf.clone(), proptest::option::of(0u16..4100)).prop_map(|(vf, v)| Step::PortVlan(vf, v)),
         1 => any::<bool>().prop_map(Step::PfLink),
         1 => Just(Step::PfReset),
         1 => (0u64..5000).prop_map(Step::Wait),
+        5 => (proptest::option::of(vf), ethernet()).prop_map(|(vf, f)| Step::Frame(vf, f)),
     ]
 }
 
@@ -153,6 +177,7 @@ fn run(steps: &[Step]) -> Result<(), TestCaseError> {
     })
     .expect("valid config");
     let mut now = Instant::now();
+    let mut traffic = Traffic::default();
     for (n, step) in steps.iter().enumerate() {
         let mut expected_replies = None;
         match step {
@@ -198,6 +223,7 @@ fn run(steps: &[Step]) -> Result<(), TestCaseError> {
             Step::PfLink(up) => pf.set_pf_link(*up),
             Step::PfReset => pf.pf_reset(),
             Step::Wait(ms) => now += Duration::from_millis(*ms),
+            Step::Frame(from, frame) => traffic.switch(&mut pf, *from, frame, n)?,
         }
         let mut replies = 0;
         while let Some(effect) = pf.poll_effect() {
@@ -225,8 +251,120 @@ fn run(steps: &[Step]) -> Result<(), TestCaseError> {
             );
         }
         check_invariants(&pf, n)?;
+        traffic.check(&pf, n)?;
     }
     Ok(())
+}
+
+/// What the test fed the switch and saw come out, per VF.
+#[derive(Default)]
+struct Traffic {
+    sent: [u64; VFS as usize],
+    received: [u64; VFS as usize],
+    received_bytes: [u64; VFS as usize],
+}
+
+impl Traffic {
+    fn switch(
+        &mut self,
+        pf: &mut Pf,
+        from: Option<u16>,
+        frame: &[u8],
+        n: usize,
+    ) -> Result<(), TestCaseError> {
+        let deliveries = match from {
+            Some(vf) if vf >= VFS => {
+                prop_assert!(pf.switch_from_vf(VfId(vf), frame).is_err());
+                return Ok(());
+            }
+            Some(vf) => {
+                self.sent[usize::from(vf)] += 1;
+                let before = pf.traffic(VfId(vf)).expect("VF exists").tx_frames;
+                let out = pf.switch_from_vf(VfId(vf), frame).expect("VF exists");
+                let accepted = pf.traffic(VfId(vf)).expect("VF exists").tx_frames > before;
+                prop_assert!(
+                    accepted || out.is_empty(),
+                    "step {n}: a dropped frame was delivered"
+                );
+                out
+            }
+            None => {
+                let out = pf.switch_from_uplink(frame);
+                prop_assert!(
+                    !out.iter().any(|d| d.to == Port::Uplink),
+                    "step {n}: uplink frame sent back to the uplink"
+                );
+                out
+            }
+        };
+        let tables = pf.tables();
+        let uplinks = deliveries.iter().filter(|d| d.to == Port::Uplink).count();
+        prop_assert!(uplinks <= 1, "step {n}: {uplinks} copies to the uplink");
+        for Delivery { to, frame: out } in &deliveries {
+            let Port::Vf(to) = *to else { continue };
+            prop_assert!(
+                Some(to.0) != from,
+                "step {n}: frame delivered back to its sender"
+            );
+            let t = tables.vf(to.0).expect("delivery to an existing VF");
+            prop_assert!(
+                t.state == VfPhase::Active && t.queues.rx != 0,
+                "step {n}: delivery to {to} without receive queues: {t:#?}"
+            );
+            if let Some(pvid) = t.policy.port_vlan {
+                let tagged = out.get(12..14) == Some(&[0x81, 0x00][..]);
+                let vid = out
+                    .get(14..16)
+                    .map(|b| u16::from_be_bytes([b[0], b[1]]) & 0xfff);
+                prop_assert!(
+                    !(tagged && vid == Some(pvid)),
+                    "step {n}: port VLAN {pvid} not stripped for {to}"
+                );
+            }
+            self.received[usize::from(to.0)] += 1;
+            self.received_bytes[usize::from(to.0)] += out.len() as u64;
+        }
+        Ok(())
+    }
+
+    /// Every frame a VF sent is accepted or dropped for one reason; every
+    /// delivery is counted; and both survive resets.
+    fn check(&self, pf: &Pf, n: usize) -> Result<(), TestCaseError> {
+        for vf in 0..VFS {
+            let c = pf.traffic(VfId(vf)).expect("VF exists");
+            let d = c.drops;
+            let i = usize::from(vf);
+            let tx_outcomes = c.tx_frames
+                + d.anti_spoof_mac
+                + d.anti_spoof_vlan
+                + d.malformed
+                + d.tx_queues_disabled;
+            prop_assert_eq!(
+                tx_outcomes,
+                self.sent[i],
+                "step {}: vf{} tx accounting",
+                n,
+                vf
+            );
+            prop_assert_eq!(
+                c.rx_frames,
+                self.received[i],
+                "step {}: vf{} rx frames",
+                n,
+                vf
+            );
+            prop_assert_eq!(
+                c.rx_bytes,
+                self.received_bytes[i],
+                "step {}: vf{} rx bytes",
+                n,
+                vf
+            );
+            prop_assert!(c.tx_multicast + c.tx_broadcast <= c.tx_frames);
+            prop_assert!(c.rx_multicast + c.rx_broadcast <= c.rx_frames);
+        }
+        Ok(())
+    }
 }
 
 fn check_invariants(pf: &Pf, n: usize) -> Result<(), TestCaseError> {

@@ -9,7 +9,8 @@
 //! # Methods, by kind
 //!
 //! - **Getters**: [`Pf::num_vfs`], [`Pf::policy`], [`Pf::phase`],
-//!   [`Pf::tables`] (the view snapshots are made of).
+//!   [`Pf::traffic`], [`Pf::uplink_counters`], [`Pf::tables`] (the view
+//!   snapshots are made of).
 //! - **Inputs from a VF**: [`Pf::handle_mailbox`] takes one raw mailbox
 //!   frame. Nothing a VF sends makes it fail: malformed or refused requests
 //!   are answered with the status ice would give.
@@ -19,6 +20,12 @@
 //!   [`Pf::pf_reset`]. These fail only for a bad VF index or bad policy.
 //! - **Outputs**: [`Pf::poll_effect`]: call after every input until it
 //!   returns `None`, and deliver each [`Effect`] to its VF in order.
+//! - **Data path** (the PF switch, rules S1-S7 in `switch.rs`):
+//!   [`Pf::switch_from_vf`] and [`Pf::switch_from_uplink`] take one Ethernet
+//!   frame and return its [`Delivery`]s at once, to be put on their ports in
+//!   order; they queue no effects. [`Pf::count_drop`] records a delivery the
+//!   shell could not make. Switching reads the tables and changes only
+//!   counters, so it may interleave freely with mailbox input.
 //!
 //! No timers: the one time-dependent rule (a LEGACY MAC remembered for 3 s,
 //! P17) is evaluated when the next request arrives, so there is no
@@ -34,6 +41,7 @@
 
 mod caps;
 pub mod policy;
+mod switch;
 mod tables;
 mod vf;
 
@@ -52,6 +60,7 @@ use virtchnl::{
 
 pub use caps::MODELLED_CAPS;
 pub use policy::{LinkState, PfConfig, VfPolicy, VlanMode};
+pub use switch::{Delivery, DropCounters, DropReason, Port, TrafficCounters, UplinkCounters};
 pub use tables::{AntiSpoof, Promisc, Queues, Tables, VfTable};
 pub use vf::{MailboxCounters, VfPhase, Vlan, VSI_ID};
 
@@ -119,6 +128,7 @@ pub struct Pf {
     vfs: Vec<Vf>,
     effects: VecDeque<Effect>,
     dropped_unknown_vf: u64,
+    uplink: UplinkCounters,
 }
 
 impl Pf {
@@ -149,6 +159,7 @@ impl Pf {
             vfs,
             effects: VecDeque::new(),
             dropped_unknown_vf: 0,
+            uplink: UplinkCounters::default(),
         })
     }
 
@@ -170,6 +181,48 @@ impl Pf {
     /// Frames addressed to a VF that does not exist, dropped without reply (P1).
     pub fn dropped_unknown_vf(&self) -> u64 {
         self.dropped_unknown_vf
+    }
+
+    /// A VF's data-path counters (switch rule S7).
+    pub fn traffic(&self, vf: VfId) -> Result<TrafficCounters> {
+        Ok(self.vf(vf)?.traffic)
+    }
+
+    /// The uplink's side of the switch.
+    pub fn uplink_counters(&self) -> UplinkCounters {
+        self.uplink
+    }
+
+    /// Switches one Ethernet frame `vf` transmitted (no virtio-net header).
+    ///
+    /// Returns where it goes, VFs by index and the uplink last; empty when it
+    /// was dropped, which is counted (rules S1-S5). Fails only for a VF that
+    /// does not exist: the shell named it, not the guest.
+    #[must_use = "the deliveries are the frame's only copies"]
+    pub fn switch_from_vf(&mut self, vf: VfId, frame: &[u8]) -> Result<Vec<Delivery>> {
+        let index = self.index_or_err(vf)?;
+        Ok(switch::from_vf(
+            &mut self.vfs,
+            &mut self.uplink,
+            self.vlan_mode,
+            index,
+            frame,
+        ))
+    }
+
+    /// Switches one Ethernet frame from the wire (rule S6): to VFs only.
+    #[must_use = "the deliveries are the frame's only copies"]
+    pub fn switch_from_uplink(&mut self, frame: &[u8]) -> Vec<Delivery> {
+        switch::from_uplink(&mut self.vfs, &mut self.uplink, self.vlan_mode, frame)
+    }
+
+    /// Counts a drop only the shell sees, against `vf` as a receiver:
+    /// [`DropReason::NoRxBuffer`] when a delivery found no receive buffer
+    /// ([`DropReason::QueuesDisabled`] counts as a receive-side drop too).
+    pub fn count_drop(&mut self, vf: VfId, reason: DropReason) -> Result<()> {
+        let index = self.index_or_err(vf)?;
+        self.vfs[index].traffic.count_shell_drop(reason);
+        Ok(())
     }
 
     /// Handles one mailbox frame sent by `vf` at time `now`.
@@ -373,6 +426,7 @@ impl Pf {
         Tables::new(
             self.vlan_mode,
             self.link_up,
+            self.uplink,
             self.vfs.iter().map(|vf| VfTable::new(vf, &env)),
         )
     }

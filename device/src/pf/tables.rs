@@ -10,6 +10,7 @@ use serde::Serialize;
 use virtchnl::{MacAddr, VfCapFlags};
 
 use super::policy::{VfPolicy, VlanMode, VLAN_N_VID};
+use super::switch::{TrafficCounters, UplinkCounters};
 use super::vf::{Env, MailboxCounters, Vf, VfPhase, Vlan};
 
 /// All VFs of a PF.
@@ -19,6 +20,8 @@ pub struct Tables {
     pub vlan_mode: VlanMode,
     /// The PF's own link.
     pub link_up: bool,
+    /// The switch's uplink counters.
+    pub uplink: UplinkCounters,
     /// Per VF, keyed `vf0`, `vf1`, ... (sorted numerically: keys are zero-padded
     /// only in order, not in text, so `vf10` follows `vf9`).
     pub vfs: BTreeMap<VfKey, VfTable>,
@@ -38,12 +41,14 @@ impl Tables {
     pub(crate) fn new(
         vlan_mode: VlanMode,
         link_up: bool,
+        uplink: UplinkCounters,
         vfs: impl Iterator<Item = VfTable>,
     ) -> Self {
         let vfs = (0u16..).zip(vfs).map(|(i, t)| (VfKey(i), t)).collect();
         Tables {
             vlan_mode,
             link_up,
+            uplink,
             vfs,
         }
     }
@@ -124,6 +129,8 @@ pub struct VfTable {
     pub link_reported: Option<bool>,
     /// Mailbox counters.
     pub mailbox: MailboxCounters,
+    /// Data-path counters (the switch's rule S7); they survive resets.
+    pub traffic: TrafficCounters,
 }
 
 impl VfTable {
@@ -171,6 +178,7 @@ impl VfTable {
             link_up: vf.link_up(env),
             link_reported: vf.link_reported,
             mailbox: vf.counters,
+            traffic: vf.traffic,
         }
     }
 }

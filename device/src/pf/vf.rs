@@ -15,6 +15,7 @@ use virtchnl::{
 
 use super::caps;
 use super::policy::{LinkState, VfPolicy, VlanMode};
+use super::switch::TrafficCounters;
 
 use VirtchnlStatus::{ErrAdminQueueError, ErrParam, Success};
 
@@ -143,7 +144,9 @@ pub(crate) struct Vf {
     /// The link state last reported in a LINK_CHANGE event.
     pub(crate) link_reported: Option<bool>,
     pub(crate) counters: MailboxCounters,
-    pub(crate) stats: EthStats,
+    /// Data-path counters kept by the switch (S7). Like `counters`, they are
+    /// the host's statistics: a reset does not clear them.
+    pub(crate) traffic: TrafficCounters,
 }
 
 impl Vf {
@@ -169,7 +172,7 @@ impl Vf {
             vlan_stripping: false,
             link_reported: None,
             counters: MailboxCounters::default(),
-            stats: EthStats::default(),
+            traffic: TrafficCounters::default(),
         };
         vf.rebuild();
         vf
@@ -587,12 +590,13 @@ impl Vf {
         Success
     }
 
-    /// ice_vc_get_stats_msg (P34): zero-filled with ERR_PARAM when not allowed.
+    /// ice_vc_get_stats_msg (P34): the switch's counters for this VF (S7),
+    /// zero-filled with ERR_PARAM when not allowed.
     fn get_stats(&self, q: QueueSelect) -> Response {
         if !self.is_active() || q.vsi_id != VSI_ID {
             return Response::Reply(ErrParam, ReplyBody::Stats(EthStats::default()));
         }
-        Response::Reply(Success, ReplyBody::Stats(self.stats))
+        Response::Reply(Success, ReplyBody::Stats(self.traffic.eth_stats()))
     }
 }
 
