@@ -30,6 +30,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod control;
+pub mod daemon;
 pub mod engine;
 mod error;
 pub mod pf;

@@ -42,12 +42,15 @@ use virtchnl::{FrameHeader, PfMessage, Reply, Request, VirtchnlOp};
 pub use fault::{FaultAction, FaultRule, Trigger};
 pub use transcript::{summarize, Entry, Outcome};
 
-use crate::pf::{Effect, Pf, PfConfig, Tables, VfId};
+use crate::pf::{Delivery, DropReason, Effect, Pf, PfConfig, Port, Tables, VfId};
 use crate::vhost::Pair;
 use crate::Result;
 
 /// Frames waiting for a VF's data receive queue before new ones are dropped.
 pub const DATA_BACKLOG: usize = 256;
+
+/// Frames waiting to be written to the uplink before new ones are dropped.
+pub const UPLINK_BACKLOG: usize = 4096;
 
 /// How an engine is built.
 #[derive(Debug, Clone)]
@@ -102,6 +105,7 @@ pub struct Engine {
     held: Vec<HeldRequest>,
     vfs: Vec<VfQueues>,
     wake: BTreeSet<VfId>,
+    uplink: VecDeque<Vec<u8>>,
     transcript: Vec<Entry>,
     /// Sequence number of the first transcript entry (entries before it were cleared).
     transcript_base: u64,
@@ -121,6 +125,7 @@ impl Engine {
             held: Vec::new(),
             vfs,
             wake: BTreeSet::new(),
+            uplink: VecDeque::new(),
             transcript: Vec::new(),
             transcript_base: 0,
             next_seq: 0,
@@ -249,6 +254,52 @@ impl Engine {
                 until: None,
                 reorder: false,
             }),
+        }
+    }
+
+    /// A data frame from `vf`'s transmit queue: the PF switch forwards it.
+    pub fn handle_data(&mut self, _now: Instant, vf: VfId, frame: &[u8]) {
+        match self.pf.switch_from_vf(vf, frame) {
+            Ok(deliveries) => self.deliver(deliveries),
+            Err(err) => warn!(%err, "data frame from a VF that does not exist"),
+        }
+    }
+
+    /// A frame arriving from the wire: the PF switch forwards it to VFs.
+    pub fn handle_uplink(&mut self, _now: Instant, frame: &[u8]) {
+        let deliveries = self.pf.switch_from_uplink(frame);
+        self.deliver(deliveries);
+    }
+
+    /// The next frame the PF switch sent to the uplink.
+    #[must_use]
+    pub fn poll_uplink(&mut self) -> Option<Vec<u8>> {
+        self.uplink.pop_front()
+    }
+
+    fn deliver(&mut self, deliveries: Vec<Delivery>) {
+        for Delivery { to, frame } in deliveries {
+            match to {
+                Port::Vf(vf) => {
+                    let queued = self.vfs.get_mut(usize::from(vf.0)).and_then(|q| {
+                        (q.connected && q.data.len() < DATA_BACKLOG)
+                            .then(|| q.data.push_back(frame))
+                    });
+                    if queued.is_some() {
+                        self.wake.insert(vf);
+                    } else {
+                        // Not connected, or the VF has not picked up its backlog.
+                        let _ = self.pf.count_drop(vf, DropReason::NoRxBuffer);
+                    }
+                }
+                Port::Uplink => {
+                    if self.uplink.len() < UPLINK_BACKLOG {
+                        self.uplink.push_back(frame);
+                    } else {
+                        warn!("uplink backlog full; frame dropped");
+                    }
+                }
+            }
         }
     }
 

@@ -376,3 +376,73 @@ fn a_frame_too_large_for_the_receive_buffer_is_dropped_not_stuck() {
         "the big reply was skipped"
     );
 }
+
+fn frame(dst: [u8; 6], src: [u8; 6]) -> Vec<u8> {
+    let mut f = Vec::with_capacity(60);
+    f.extend_from_slice(&dst);
+    f.extend_from_slice(&src);
+    f.extend_from_slice(&[0x08, 0x00]);
+    f.resize(60, 0xab);
+    f
+}
+
+fn give_mac(rig: &mut Rig, vf: u16, mac: [u8; 6]) {
+    let list = virtchnl::EtherAddrList {
+        vsi_id: 1,
+        addrs: vec![virtchnl::EtherAddr {
+            addr: virtchnl::MacAddr(mac),
+            kind: virtchnl::EtherAddrType::Primary,
+        }],
+    };
+    rig.send(vf, &Request::AddEthAddr(list));
+    assert!(rig.replies(vf).iter().all(|r| r.2.is_success()));
+}
+
+#[test]
+fn data_frames_are_switched_into_the_receivers_backlog_and_the_uplink() {
+    let mut rig = Rig::new(2);
+    let (a, b) = ([2, 0, 0, 0, 0, 0xa], [2, 0, 0, 0, 0, 0xb]);
+    for (vf, mac) in [(0, a), (1, b)] {
+        rig.bring_up(vf);
+        give_mac(&mut rig, vf, mac);
+    }
+    while rig.engine.poll_wake().is_some() {}
+    let unicast = frame(b, a);
+    rig.engine.handle_data(rig.now, VfId(0), &unicast);
+    assert_eq!(rig.engine.poll_wake(), Some(VfId(1)));
+    assert_eq!(rig.engine.receive(VfId(1), Pair::Data, 2048), Some(unicast));
+    assert_eq!(rig.engine.poll_uplink(), None, "known unicast stays local");
+    let broadcast = frame([0xff; 6], a);
+    rig.engine.handle_data(rig.now, VfId(0), &broadcast);
+    assert_eq!(
+        rig.engine.receive(VfId(1), Pair::Data, 2048),
+        Some(broadcast.clone())
+    );
+    assert_eq!(rig.engine.poll_uplink(), Some(broadcast));
+}
+
+#[test]
+fn a_full_backlog_or_a_disconnected_receiver_counts_no_rx_buffer() {
+    let mut rig = Rig::new(2);
+    let (a, b) = ([2, 0, 0, 0, 0, 0xa], [2, 0, 0, 0, 0, 0xb]);
+    for (vf, mac) in [(0, a), (1, b)] {
+        rig.bring_up(vf);
+        give_mac(&mut rig, vf, mac);
+    }
+    for _ in 0..DATA_BACKLOG + 3 {
+        rig.engine.handle_data(rig.now, VfId(0), &frame(b, a));
+    }
+    let drops = |rig: &Rig| {
+        rig.engine
+            .tables()
+            .vf(1)
+            .expect("vf1")
+            .traffic
+            .drops
+            .no_rx_buffer
+    };
+    assert_eq!(drops(&rig), 3);
+    rig.engine.disconnected(rig.now, VfId(1));
+    rig.engine.handle_data(rig.now, VfId(0), &frame(b, a));
+    assert_eq!(rig.engine.receive(VfId(1), Pair::Data, 2048), None);
+}

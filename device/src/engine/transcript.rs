@@ -46,20 +46,6 @@ pub struct Entry {
     pub replied_at_us: Option<u64>,
 }
 
-// VfId is a plain index on the wire. (These impls belong beside the type in
-// `pf`; they live here until the PF module's switch work has landed.)
-impl Serialize for VfId {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_u16(self.0)
-    }
-}
-
-impl<'de> serde::Deserialize<'de> for VfId {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        u16::deserialize(d).map(VfId)
-    }
-}
-
 /// A one-line description of a request's payload, for people reading a transcript.
 pub fn summarize(req: &Request) -> String {
     fn v2(list: &VlanFilterListV2) -> String {

@@ -71,6 +71,19 @@ use vf::{Env, Response, Vf};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct VfId(pub u16);
 
+/// A VF id is its index on the wire: `0`, not `"vf0"`.
+impl serde::Serialize for VfId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_u16(self.0)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for VfId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        <u16 as serde::Deserialize>::deserialize(d).map(VfId)
+    }
+}
+
 impl fmt::Display for VfId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "vf{}", self.0)

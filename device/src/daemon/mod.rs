@@ -1,0 +1,234 @@
+//! The `vfrig-pf` daemon: one process serving every VF of one PF.
+//!
+//! It creates `DIR/vf0.sock` ... (vhost-user, one per VF) and
+//! `DIR/control.sock` (the JSON control protocol), all mode 0600 in a
+//! directory it creates mode 0700, and runs:
+//! - one thread per VF running the vhost-user serve loop, which serves one
+//!   frontend at a time and serves again after a disconnect;
+//! - a timer thread for delay faults;
+//! - the control socket's accept thread, and one thread per control client.
+//!
+//! All of them share one [`Device`]. [`Daemon::shutdown`] (also on drop)
+//! stops the loops and removes the sockets.
+
+mod control_socket;
+mod device;
+pub mod policy_file;
+
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use tracing::info;
+
+pub use device::Device;
+
+use crate::engine::{Engine, EngineConfig};
+use crate::pf::PfConfig;
+
+/// Result alias for the daemon.
+pub type Result<T> = std::result::Result<T, DaemonError>;
+
+/// Why the daemon could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DaemonError {
+    /// A file or socket operation failed.
+    #[error("could not {what} {}", path.display())]
+    Io {
+        /// What was being done ("create the socket directory").
+        what: &'static str,
+        /// The path involved.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A policy file could not be read or has a mistake; the message says where.
+    #[error("policy file {}: {message}", path.display())]
+    PolicyFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, with line and column when the parser knows them.
+        message: String,
+    },
+    /// The PF configuration is invalid.
+    #[error(transparent)]
+    Pf(#[from] crate::Error),
+}
+
+use DaemonError as Error;
+
+/// How to start a daemon.
+#[derive(Debug, Clone)]
+pub struct DaemonConfig {
+    /// Directory for the sockets (created if missing).
+    pub dir: PathBuf,
+    /// Number of VFs.
+    pub vfs: u16,
+    /// A policy file (see [`policy_file`]).
+    pub policy: Option<PathBuf>,
+    /// A pcap file for frames the PF switch sends to the uplink.
+    pub pcap: Option<PathBuf>,
+    /// Seed for probabilistic faults.
+    pub seed: u64,
+}
+
+/// A running daemon. Dropping it shuts it down.
+#[derive(Debug)]
+pub struct Daemon {
+    dir: PathBuf,
+    vfs: u16,
+    device: Arc<Device>,
+    threads: Vec<JoinHandle<()>>,
+    sockets: Vec<PathBuf>,
+}
+
+impl Daemon {
+    /// Creates the sockets and starts serving.
+    pub fn start(config: DaemonConfig) -> Result<Daemon> {
+        let pf = match &config.policy {
+            Some(path) => policy_file::load(path, config.vfs)?,
+            None => PfConfig {
+                num_vfs: config.vfs,
+                ..PfConfig::default()
+            },
+        };
+        let engine = Engine::new(
+            EngineConfig {
+                pf,
+                seed: config.seed,
+            },
+            Instant::now(),
+        )?;
+        create_private_dir(&config.dir)?;
+        let uplink = match &config.pcap {
+            Some(path) => Some(create_pcap(path)?),
+            None => None,
+        };
+        let device = Device::new(engine, uplink);
+        let mut daemon = Daemon {
+            dir: config.dir.clone(),
+            vfs: config.vfs,
+            device: Arc::clone(&device),
+            threads: Vec::new(),
+            sockets: Vec::new(),
+        };
+
+        let control = daemon.control_socket();
+        let listener = bind_private(&control)?;
+        daemon.sockets.push(control.clone());
+        daemon.threads.push(
+            control_socket::spawn(listener, Arc::clone(&device)).map_err(|source| Error::Io {
+                what: "start the control socket thread for",
+                path: control.clone(),
+                source,
+            })?,
+        );
+        daemon
+            .threads
+            .push(device.spawn_timer().map_err(|source| Error::Io {
+                what: "start the timer thread for",
+                path: config.dir.clone(),
+                source,
+            })?);
+        info!(dir = %config.dir.display(), vfs = config.vfs, "PF daemon started");
+        Ok(daemon)
+    }
+
+    /// The vhost-user socket of VF `vf`.
+    pub fn vf_socket(&self, vf: u16) -> PathBuf {
+        self.dir.join(format!("vf{vf}.sock"))
+    }
+
+    /// The control socket.
+    pub fn control_socket(&self) -> PathBuf {
+        self.dir.join("control.sock")
+    }
+
+    /// Number of VFs served.
+    pub fn vfs(&self) -> u16 {
+        self.vfs
+    }
+
+    /// The shared device (for in-process tests and tools).
+    pub fn device(&self) -> &Arc<Device> {
+        &self.device
+    }
+
+    /// Stops serving and removes the sockets.
+    pub fn shutdown(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        self.device.stop();
+        for socket in self.sockets.drain(..) {
+            let _ = std::fs::remove_file(&socket);
+        }
+        info!(dir = %self.dir.display(), "PF daemon stopped");
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if !self.sockets.is_empty() {
+            self.stop();
+        }
+    }
+}
+
+fn create_pcap(path: &Path) -> Result<pcap_file::pcap::PcapWriter<std::fs::File>> {
+    let io = |what, source| Error::Io {
+        what,
+        path: path.to_owned(),
+        source,
+    };
+    let file = std::fs::File::create(path).map_err(|e| io("create the uplink capture", e))?;
+    pcap_file::pcap::PcapWriter::new(file).map_err(|e| {
+        io(
+            "write the header of the uplink capture",
+            std::io::Error::other(e.to_string()),
+        )
+    })
+}
+
+fn create_private_dir(dir: &Path) -> Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|source| Error::Io {
+            what: "create the socket directory",
+            path: dir.to_owned(),
+            source,
+        })
+}
+
+/// Binds a Unix socket, replacing a stale one, and makes it mode 0600.
+fn bind_private(path: &Path) -> Result<UnixListener> {
+    let io = |what, source| Error::Io {
+        what,
+        path: path.to_owned(),
+        source,
+    };
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(io(
+                "bind (another daemon is serving it; stop that one or use another --dir)",
+                std::io::Error::from(std::io::ErrorKind::AddrInUse),
+            ));
+        }
+        std::fs::remove_file(path).map_err(|e| io("remove the stale socket", e))?;
+    }
+    let listener = UnixListener::bind(path).map_err(|e| io("bind", e))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| io("restrict the permissions of", e))?;
+    Ok(listener)
+}
