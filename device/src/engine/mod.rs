@@ -52,6 +52,9 @@ pub const DATA_BACKLOG: usize = 256;
 /// Frames waiting to be written to the uplink before new ones are dropped.
 pub const UPLINK_BACKLOG: usize = 4096;
 
+/// Transcript entries kept; older ones are forgotten (and counted) first.
+pub const TRANSCRIPT_LIMIT: usize = 65_536;
+
 /// How an engine is built.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
@@ -106,9 +109,12 @@ pub struct Engine {
     vfs: Vec<VfQueues>,
     wake: BTreeSet<VfId>,
     uplink: VecDeque<Vec<u8>>,
-    transcript: Vec<Entry>,
-    /// Sequence number of the first transcript entry (entries before it were cleared).
+    transcript: VecDeque<Entry>,
+    /// Sequence number of the first transcript entry (entries before it were
+    /// cleared or forgotten).
     transcript_base: u64,
+    /// Entries forgotten because the transcript was full.
+    transcript_forgotten: u64,
     next_seq: u64,
 }
 
@@ -126,8 +132,9 @@ impl Engine {
             vfs,
             wake: BTreeSet::new(),
             uplink: VecDeque::new(),
-            transcript: Vec::new(),
+            transcript: VecDeque::new(),
             transcript_base: 0,
+            transcript_forgotten: 0,
             next_seq: 0,
         })
     }
@@ -142,9 +149,15 @@ impl Engine {
         self.pf.tables()
     }
 
-    /// The transcript since the last [`Engine::clear_transcript`].
-    pub fn transcript(&self) -> &[Entry] {
+    /// The transcript since the last [`Engine::clear_transcript`], oldest
+    /// first; at most [`TRANSCRIPT_LIMIT`] entries.
+    pub fn transcript(&self) -> &VecDeque<Entry> {
         &self.transcript
+    }
+
+    /// Entries forgotten since the start because the transcript was full.
+    pub fn transcript_forgotten(&self) -> u64 {
+        self.transcript_forgotten
     }
 
     /// Forgets the transcript so far.
@@ -220,7 +233,12 @@ impl Engine {
         let seq = self.next_seq;
         self.next_seq += 1;
         let action = header.and_then(|_| self.fire(vf, op));
-        self.transcript.push(Entry {
+        if self.transcript.len() == TRANSCRIPT_LIMIT {
+            self.transcript.pop_front();
+            self.transcript_base += 1;
+            self.transcript_forgotten += 1;
+        }
+        self.transcript.push_back(Entry {
             seq,
             vf,
             op: op.to_string(),

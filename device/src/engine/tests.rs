@@ -137,7 +137,7 @@ fn without_faults_a_request_is_answered_at_once_and_transcribed() {
         rig.replies(0),
         vec![(cookie, VirtchnlOp::AddVlanV2, VirtchnlStatus::Success)]
     );
-    let last = rig.engine.transcript().last().expect("transcribed").clone();
+    let last = rig.engine.transcript().back().expect("transcribed").clone();
     assert_eq!(last.op, "ADD_VLAN_V2");
     assert_eq!(last.summary, "[inner 0x8100/100]");
     assert_eq!(last.outcome, Outcome::Replied("SUCCESS".into()));
@@ -162,7 +162,7 @@ fn a_rejected_request_is_not_applied_and_gets_the_given_status() {
         vec![(cookie, VirtchnlOp::DelVlanV2, status)]
     );
     assert_eq!(rig.vlans(0), vec![100], "the PF never saw the DEL");
-    let last = rig.engine.transcript().last().expect("transcribed");
+    let last = rig.engine.transcript().back().expect("transcribed");
     assert_eq!(last.fault.as_deref(), Some("reject ERR_ADMIN_QUEUE_ERROR"));
     // The rule is spent: the next DEL goes through.
     rig.send(0, &del(&[100]));
@@ -180,7 +180,7 @@ fn a_dropped_request_never_reaches_the_pf_and_is_never_answered() {
     assert!(rig.replies(0).is_empty());
     assert!(rig.vlans(0).is_empty());
     assert_eq!(
-        rig.engine.transcript().last().map(|e| &e.outcome),
+        rig.engine.transcript().back().map(|e| &e.outcome),
         Some(&Outcome::Dropped)
     );
     assert!(
@@ -216,7 +216,7 @@ fn a_delayed_request_is_handled_when_its_timer_ends() {
     );
     assert_eq!(rig.vlans(0), vec![7]);
     assert_eq!(rig.engine.poll_timeout(), None);
-    let entry = rig.engine.transcript().last().expect("transcribed");
+    let entry = rig.engine.transcript().back().expect("transcribed");
     assert_eq!(entry.replied_at_us.map(|r| r - entry.at_us), Some(50_000));
 }
 
@@ -328,7 +328,7 @@ fn a_disconnect_resets_the_vf_and_discards_what_was_waiting() {
     assert!(rig.inbox(0).is_empty());
     assert!(rig.vlans(0).is_empty(), "the VF was reset");
     assert_eq!(
-        rig.engine.transcript().last().map(|e| &e.outcome),
+        rig.engine.transcript().back().map(|e| &e.outcome),
         Some(&Outcome::Discarded)
     );
     assert!(rig.engine.quiesce().settled);
@@ -340,7 +340,7 @@ fn reset_vf_is_transcribed_as_never_answered() {
     rig.bring_up(0);
     rig.send(0, &Request::ResetVf);
     assert_eq!(
-        rig.engine.transcript().last().map(|e| &e.outcome),
+        rig.engine.transcript().back().map(|e| &e.outcome),
         Some(&Outcome::NoReply)
     );
 }
@@ -445,4 +445,30 @@ fn a_full_backlog_or_a_disconnected_receiver_counts_no_rx_buffer() {
     rig.engine.disconnected(rig.now, VfId(1));
     rig.engine.handle_data(rig.now, VfId(0), &frame(b, a));
     assert_eq!(rig.engine.receive(VfId(1), Pair::Data, 2048), None);
+}
+
+#[test]
+fn the_transcript_keeps_the_newest_entries_up_to_its_limit() {
+    let mut rig = Rig::new(1);
+    rig.bring_up(0);
+    rig.engine.clear_transcript();
+    rig.engine.add_fault(rule(
+        None,
+        FaultAction::Delay { delay_ms: 1 },
+        Trigger::Count(1),
+    ));
+    rig.send(0, &add(&[1]));
+    for _ in 0..TRANSCRIPT_LIMIT {
+        rig.send(0, &Request::GetStats(QueueSelect::default()));
+    }
+    assert_eq!(rig.engine.transcript().len(), TRANSCRIPT_LIMIT);
+    assert_eq!(rig.engine.transcript_forgotten(), 1);
+    // The delayed request's entry was forgotten; its late reply is harmless.
+    rig.advance(1);
+    rig.engine.handle_timeout(rig.now);
+    assert_eq!(rig.vlans(0), vec![1]);
+    assert_eq!(
+        rig.engine.transcript().front().map(|e| e.op.as_str()),
+        Some("GET_STATS")
+    );
 }
