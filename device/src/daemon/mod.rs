@@ -20,14 +20,18 @@ use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tracing::info;
+
+/// How long [`Daemon::shutdown`] waits for each VF's serve loop to end.
+const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub use device::Device;
 
 use crate::engine::{Engine, EngineConfig};
-use crate::pf::PfConfig;
+use crate::pf::{PfConfig, VfId};
+use crate::vhost::{StopHandle, VfServer};
 
 /// Result alias for the daemon.
 pub type Result<T> = std::result::Result<T, DaemonError>;
@@ -58,6 +62,9 @@ pub enum DaemonError {
     /// The PF configuration is invalid.
     #[error(transparent)]
     Pf(#[from] crate::Error),
+    /// A VF's vhost-user socket could not be set up.
+    #[error(transparent)]
+    Vhost(#[from] crate::vhost::Error),
 }
 
 use DaemonError as Error;
@@ -84,6 +91,8 @@ pub struct Daemon {
     vfs: u16,
     device: Arc<Device>,
     threads: Vec<JoinHandle<()>>,
+    /// Serve loops of the VFs, and their threads.
+    servers: Vec<(StopHandle, JoinHandle<()>)>,
     sockets: Vec<PathBuf>,
 }
 
@@ -115,8 +124,29 @@ impl Daemon {
             vfs: config.vfs,
             device: Arc::clone(&device),
             threads: Vec::new(),
+            servers: Vec::new(),
             sockets: Vec::new(),
         };
+
+        // On any error below, dropping `daemon` stops what was started.
+        for vf in 0..config.vfs {
+            let id = VfId(vf);
+            let server = VfServer::bind(daemon.vf_socket(vf), id, device.port(id))?;
+            let stop = server.stop_handle();
+            let thread = std::thread::Builder::new()
+                .name(format!("vfrig-vf{vf}"))
+                .spawn(move || {
+                    if let Err(err) = server.serve() {
+                        tracing::error!(vf, "VF stopped serving: {err}");
+                    }
+                })
+                .map_err(|source| Error::Io {
+                    what: "start the serving thread for",
+                    path: daemon.vf_socket(vf),
+                    source,
+                })?;
+            daemon.servers.push((stop, thread));
+        }
 
         let control = daemon.control_socket();
         let listener = bind_private(&control)?;
@@ -165,6 +195,29 @@ impl Daemon {
     }
 
     fn stop(&mut self) {
+        for (stop, _) in &self.servers {
+            stop.stop();
+        }
+        // Each serve loop removes its own socket when it returns. Keep waking
+        // each until it has: a frontend that disconnects while the daemon
+        // stops can race the first wake-up.
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        for (stop, thread) in self.servers.drain(..) {
+            while !thread.is_finished() && Instant::now() < deadline {
+                stop.wake();
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            if !thread.is_finished() {
+                tracing::error!(
+                    socket = %stop.socket().display(),
+                    "a VF serving thread did not stop; leaving it behind"
+                );
+                continue;
+            }
+            if thread.join().is_err() {
+                tracing::error!("a VF serving thread panicked");
+            }
+        }
         self.device.stop();
         for socket in self.sockets.drain(..) {
             let _ = std::fs::remove_file(&socket);
@@ -175,7 +228,7 @@ impl Daemon {
 
 impl Drop for Daemon {
     fn drop(&mut self) {
-        if !self.sockets.is_empty() {
+        if !self.sockets.is_empty() || !self.servers.is_empty() {
             self.stop();
         }
     }
