@@ -23,6 +23,10 @@ fuzz seconds="300":
 seed value:
     VFRIG_SEED={{value}} cargo test -p vfrig-device --test pf_sequences
 
+# Criterion benchmarks: the PF core, and the vhost-user path end to end.
+bench:
+    cargo bench -p vfrig-device
+
 # Everything CI does, locally.
 ci:
     bash .ci/run

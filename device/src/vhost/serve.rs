@@ -50,7 +50,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
-use vhost::vhost_user::{Error as VhostUserError, Listener};
+use vhost::vhost_user::{Error as VhostUserError, Listener, VhostUserVirtioFeatures};
 use vhost_user_backend::{Error as DaemonError, ShutdownHandle, VhostUserDaemon};
 use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
 use vmm_sys_util::epoll::EventSet;
@@ -242,6 +242,20 @@ impl VfServer {
             | Err(DaemonError::HandleRequest(
                 VhostUserError::Disconnected | VhostUserError::PartialMessage,
             )) => tracing::info!("frontend disconnected"),
+            // QEMU's virtio-net disables the queue pairs the guest has not
+            // enabled yet while the device is realized, before SET_FEATURES;
+            // the vhost crate (0.18) refuses SET_VRING_ENABLE until
+            // SET_FEATURES acked VHOST_USER_F_PROTOCOL_FEATURES and drops
+            // the connection. QEMU sends that only at realize, so with
+            // `reconnect-ms` on its chardev the next connection works.
+            Err(DaemonError::HandleRequest(VhostUserError::InactiveFeature(feature)))
+                if feature == VhostUserVirtioFeatures::PROTOCOL_FEATURES =>
+            {
+                tracing::info!(
+                    "frontend enabled a ring before SET_FEATURES, which the vhost crate \
+                     refuses; expecting it to reconnect (QEMU: reconnect-ms on the chardev)"
+                )
+            }
             Err(err) => tracing::warn!(error = %err, "frontend connection ended with an error"),
         }
         Ok(())
