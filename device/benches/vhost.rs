@@ -24,6 +24,7 @@ fn daemon(dir: &TestDir, vfs: u16) -> Daemon {
         vfs,
         policy: None,
         pcap: None,
+        tap: None,
         seed: 0,
     })
     .expect("daemon starts")

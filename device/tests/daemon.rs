@@ -34,6 +34,7 @@ fn start(dir: &TempDir, vfs: u16) -> Daemon {
         vfs,
         policy: None,
         pcap: None,
+        tap: None,
         seed: 1,
     })
     .expect("daemon starts")
@@ -107,6 +108,7 @@ fn a_stale_socket_is_replaced_but_a_live_daemon_is_not() {
         vfs: 1,
         policy: None,
         pcap: None,
+        tap: None,
         seed: 1,
     })
     .expect_err("the socket is in use");
@@ -135,6 +137,7 @@ fn a_bad_policy_file_names_the_file_and_the_line() {
         vfs: 1,
         policy: Some(policy.clone()),
         pcap: None,
+        tap: None,
         seed: 1,
     })
     .expect_err("bad policy");

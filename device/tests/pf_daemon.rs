@@ -39,6 +39,7 @@ fn rig(vfs: u16, policy: Option<&str>) -> Rig {
         vfs,
         policy,
         pcap: Some(pcap.clone()),
+        tap: None,
         seed: 3,
     })
     .expect("daemon starts");
@@ -471,4 +472,89 @@ fn a_reconnect_is_a_fresh_vf_and_is_served_again() {
         sockets.iter().all(|s| !s.exists()),
         "sockets removed on shutdown"
     );
+}
+
+/// Needs root (or CAP_NET_ADMIN) and /dev/net/tun: creating the TAP fails
+/// with a message that says so otherwise.
+#[test]
+fn a_host_tap_is_an_uplink_in_both_directions() {
+    let dir = TestDir::new("pftap").expect("temp dir");
+    let name = format!("vfrigt{}", std::process::id() % 100_000);
+    let daemon = Daemon::start(DaemonConfig {
+        dir: dir.join("pf"),
+        vfs: 1,
+        policy: None,
+        pcap: None,
+        tap: Some(name.clone()),
+        seed: 3,
+    })
+    .unwrap_or_else(|e| panic!("{e}: run this test as root on a host with /dev/net/tun"));
+    let mut rig = Rig {
+        control: Control::connect(&daemon),
+        daemon,
+        pcap: dir.join("unused.pcap"),
+        _dir: dir,
+    };
+    let mac = [2, 0, 0, 0, 0, 0x31];
+    let mut vf = Vf::connect(&rig, 0);
+    vf.bring_up(VfCapFlags::L2 | VfCapFlags::VLAN_V2);
+    vf.ok(Request::AddEthAddr(macs(&[mac])));
+
+    // VF to host: a broadcast leaves through the TAP (the host counts it as received).
+    let rx_packets = || -> u64 {
+        let out = std::process::Command::new("ip")
+            .args(["-s", "-j", "link", "show", "dev", &name])
+            .output()
+            .expect("ip runs (install iproute2)");
+        let json: Value = serde_json::from_slice(&out.stdout).expect("ip -j prints JSON");
+        json[0]["stats64"]["rx"]["packets"].as_u64().unwrap_or(0)
+    };
+    let before = rx_packets();
+    vf.fe
+        .send(Pair::Data, &eth([0xff; 6], mac, None))
+        .expect("send");
+    let deadline = std::time::Instant::now() + scaled(Duration::from_secs(5));
+    while rx_packets() == before {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no frame reached the TAP"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    // Host to VF: a UDP broadcast sent out of the TAP reaches the VF.
+    let subnet = 200 + (std::process::id() % 50) as u8;
+    let status = std::process::Command::new("ip")
+        .args([
+            "addr",
+            "add",
+            &format!("10.231.{subnet}.1/24"),
+            "dev",
+            &name,
+        ])
+        .status()
+        .expect("ip runs");
+    assert!(status.success(), "could not address {name}");
+    let socket = std::net::UdpSocket::bind(format!("10.231.{subnet}.1:0")).expect("bind");
+    socket.set_broadcast(true).expect("SO_BROADCAST");
+    socket
+        .send_to(b"vfrig", format!("10.231.{subnet}.255:9"))
+        .expect("send");
+    let deadline = std::time::Instant::now() + scaled(Duration::from_secs(5));
+    loop {
+        let frame = vf
+            .fe
+            .recv(Pair::Data, scaled(Duration::from_secs(5)))
+            .expect("recv")
+            .expect("the host's broadcast reaches the VF");
+        // Skip anything else the host sends (router solicitations, ...).
+        if frame.get(12..14) == Some(&[0x08, 0x00]) && frame.ends_with(b"vfrig") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the UDP broadcast never arrived"
+        );
+    }
+    assert!(rig.control.vf(0)["traffic"]["rx_frames"].as_u64() >= Some(1));
 }

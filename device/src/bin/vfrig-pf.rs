@@ -32,6 +32,9 @@ struct Args {
     /// Write frames the PF switch sends to the uplink to this pcap file.
     #[arg(long)]
     pcap: Option<PathBuf>,
+    /// Use this host TAP interface as the uplink too (created if missing; needs root).
+    #[arg(long)]
+    tap: Option<String>,
     /// Seed for probabilistic fault rules.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -73,6 +76,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         vfs: args.vfs,
         policy: args.policy,
         pcap: args.pcap,
+        tap: args.tap,
         seed: args.seed,
     })
     .with_context(|| format!("starting the PF daemon in {}", args.dir.display()))?;

@@ -14,6 +14,7 @@ use std::time::{Instant, SystemTime};
 use pcap_file::pcap::{PcapPacket, PcapWriter};
 use tracing::{debug, warn};
 
+use super::tap::Tap;
 use crate::engine::Engine;
 use crate::pf::VfId;
 use crate::vhost::{Pair, VfPort, Waker};
@@ -25,6 +26,8 @@ struct Inner {
     /// Where frames switched to the uplink are written; `None` discards them
     /// (the switch still counts them).
     uplink: Option<PcapWriter<File>>,
+    /// A host TAP that also receives them.
+    tap: Option<Arc<Tap>>,
     stopping: bool,
 }
 
@@ -37,14 +40,20 @@ pub struct Device {
 }
 
 impl Device {
-    /// Shares `engine` between threads; uplink frames go to `uplink` if given.
-    pub fn new(engine: Engine, uplink: Option<PcapWriter<File>>) -> Arc<Device> {
+    /// Shares `engine` between threads; uplink frames go to the `uplink`
+    /// capture and the `tap` interface, when given.
+    pub fn new(
+        engine: Engine,
+        uplink: Option<PcapWriter<File>>,
+        tap: Option<Arc<Tap>>,
+    ) -> Arc<Device> {
         let vfs = usize::from(engine.pf().num_vfs());
         Arc::new(Device {
             inner: Mutex::new(Inner {
                 engine,
                 wakers: vec![None; vfs],
                 uplink,
+                tap,
                 stopping: false,
             }),
             timer: Condvar::new(),
@@ -75,6 +84,11 @@ impl Device {
             }
         }
         while let Some(frame) = inner.engine.poll_uplink() {
+            if let Some(tap) = &inner.tap {
+                if let Err(err) = tap.send(&frame) {
+                    debug!(%err, "could not write a frame to the uplink TAP");
+                }
+            }
             let Some(pcap) = inner.uplink.as_mut() else {
                 continue;
             };

@@ -14,6 +14,7 @@
 mod control_socket;
 mod device;
 pub mod policy_file;
+mod tap;
 
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::os::unix::net::UnixListener;
@@ -59,6 +60,17 @@ pub enum DaemonError {
         /// What is wrong, with line and column when the parser knows them.
         message: String,
     },
+    /// The uplink TAP could not be created.
+    #[error(
+        "could not create TAP interface {name} (needs root or CAP_NET_ADMIN, and /dev/net/tun)"
+    )]
+    Tap {
+        /// The interface name.
+        name: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
     /// The PF configuration is invalid.
     #[error(transparent)]
     Pf(#[from] crate::Error),
@@ -80,6 +92,9 @@ pub struct DaemonConfig {
     pub policy: Option<PathBuf>,
     /// A pcap file for frames the PF switch sends to the uplink.
     pub pcap: Option<PathBuf>,
+    /// A host TAP interface to use as the uplink (created if missing; needs
+    /// CAP_NET_ADMIN).
+    pub tap: Option<String>,
     /// Seed for probabilistic faults.
     pub seed: u64,
 }
@@ -93,6 +108,7 @@ pub struct Daemon {
     threads: Vec<JoinHandle<()>>,
     /// Serve loops of the VFs, and their threads.
     servers: Vec<(StopHandle, JoinHandle<()>)>,
+    tap_reader: Option<tap::TapReader>,
     sockets: Vec<PathBuf>,
 }
 
@@ -118,15 +134,32 @@ impl Daemon {
             Some(path) => Some(create_pcap(path)?),
             None => None,
         };
-        let device = Device::new(engine, uplink);
+        let tap = match &config.tap {
+            Some(name) => Some(tap::open(name).map_err(|source| Error::Tap {
+                name: name.clone(),
+                source,
+            })?),
+            None => None,
+        };
+        let device = Device::new(engine, uplink, tap.clone());
         let mut daemon = Daemon {
             dir: config.dir.clone(),
             vfs: config.vfs,
             device: Arc::clone(&device),
             threads: Vec::new(),
             servers: Vec::new(),
+            tap_reader: None,
             sockets: Vec::new(),
         };
+        if let Some(tap) = tap {
+            daemon.tap_reader = Some(tap::TapReader::spawn(tap, Arc::clone(&device)).map_err(
+                |source| Error::Io {
+                    what: "start the TAP reader thread for",
+                    path: config.dir.clone(),
+                    source,
+                },
+            )?);
+        }
 
         // On any error below, dropping `daemon` stops what was started.
         for vf in 0..config.vfs {
@@ -218,6 +251,9 @@ impl Daemon {
                 tracing::error!("a VF serving thread panicked");
             }
         }
+        if let Some(mut reader) = self.tap_reader.take() {
+            reader.stop();
+        }
         self.device.stop();
         for socket in self.sockets.drain(..) {
             let _ = std::fs::remove_file(&socket);
@@ -228,7 +264,7 @@ impl Daemon {
 
 impl Drop for Daemon {
     fn drop(&mut self) {
-        if !self.sockets.is_empty() || !self.servers.is_empty() {
+        if !self.sockets.is_empty() || !self.servers.is_empty() || self.tap_reader.is_some() {
             self.stop();
         }
     }
