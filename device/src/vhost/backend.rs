@@ -58,12 +58,13 @@ impl std::fmt::Debug for VfBackend {
     }
 }
 
-/// Why a receive queue stopped taking frames.
+/// Why a pass over a queue stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum RxStop {
-    /// The port has nothing (that fits) for the VF.
+enum Stop {
+    /// The port has nothing (that fits) for the VF (receive queues only).
     PortEmpty,
-    /// Frames may wait but the VF posted no more buffers.
+    /// The VF has no more chains on the ring: all transmit chains were
+    /// taken, or frames may wait but no receive buffer is left.
     OutOfBuffers,
     /// The ring itself is unusable (its addresses are outside guest memory).
     Broken,
@@ -92,7 +93,29 @@ impl VfBackend {
 
     /// Sends the VF's transmit chains on `pair` to the port.
     fn process_tx(&self, pair: Pair, vring: &VringRwLock) {
-        let queue = pair.tx_queue();
+        self.run_queue(pair.tx_queue(), vring, |state, mem| {
+            self.drain_tx(pair, state, mem)
+        });
+    }
+
+    /// Fills the VF's receive buffers on `pair` with frames from the port.
+    fn deliver(&self, pair: Pair, vring: &VringRwLock) {
+        self.run_queue(pair.rx_queue(), vring, |state, mem| {
+            self.fill_rx(pair, state, mem)
+        });
+    }
+
+    /// Runs `pass` over a live queue with notifications off, signals what it
+    /// used, and turns notifications back on (EVENT_IDX-style). A pass that
+    /// ran the VF's chains dry is repeated if more arrived meanwhile: chains
+    /// posted while notifications were off would otherwise wait for a kick
+    /// that never comes. A repeat that finds nothing is a runaway avail index.
+    fn run_queue(
+        &self,
+        queue: usize,
+        vring: &VringRwLock,
+        mut pass: impl FnMut(&mut VringState<Mem>, &MemGuard) -> (usize, Stop),
+    ) {
         let mut state = vring.get_mut();
         if !is_live(&state) {
             return;
@@ -104,17 +127,17 @@ impl VfBackend {
                 self.broken_ring(queue, &err);
                 return;
             }
-            let used = self.drain_tx(pair, &mut state, &mem);
+            let (used, stop) = pass(&mut state, &mem);
             self.signal(queue, &mut state, used);
-            if rechecked && used == 0 {
+            if rechecked && used == 0 && stop == Stop::OutOfBuffers {
                 self.runaway_avail(queue);
                 return;
             }
-            match state.enable_notification() {
-                // More chains arrived while notifications were off.
-                Ok(true) => rechecked = true,
-                Ok(false) => return,
-                Err(err) => {
+            match (stop, state.enable_notification()) {
+                (Stop::OutOfBuffers, Ok(true)) => rechecked = true,
+                (Stop::Broken, _) => return,
+                (_, Ok(_)) => return,
+                (_, Err(err)) => {
                     self.broken_ring(queue, &err);
                     return;
                 }
@@ -123,8 +146,8 @@ impl VfBackend {
     }
 
     /// Passes every available transmit chain to the port; returns how many
-    /// chains went to the used ring.
-    fn drain_tx(&self, pair: Pair, state: &mut VringState<Mem>, mem: &MemGuard) -> usize {
+    /// chains went to the used ring, and why it stopped.
+    fn drain_tx(&self, pair: Pair, state: &mut VringState<Mem>, mem: &MemGuard) -> (usize, Stop) {
         let queue = pair.tx_queue();
         let mut used = 0;
         while let Some(chain) = state.get_queue_mut().pop_descriptor_chain(&**mem) {
@@ -144,56 +167,21 @@ impl VfBackend {
             }
             if let Err(err) = state.add_used(head, 0) {
                 self.broken_ring(queue, &err);
-                return used;
+                return (used, Stop::Broken);
             }
             used += 1;
         }
-        used
-    }
-
-    /// Fills the VF's receive buffers on `pair` with frames from the port.
-    fn deliver(&self, pair: Pair, vring: &VringRwLock) {
-        let queue = pair.rx_queue();
-        let mut state = vring.get_mut();
-        if !is_live(&state) {
-            return;
-        }
-        let mem = self.mem.memory();
-        let mut rechecked = false;
-        loop {
-            if let Err(err) = state.disable_notification() {
-                self.broken_ring(queue, &err);
-                return;
-            }
-            let (used, stop) = self.fill_rx(pair, &mut state, &mem);
-            self.signal(queue, &mut state, used);
-            if rechecked && used == 0 && stop == RxStop::OutOfBuffers {
-                self.runaway_avail(queue);
-                return;
-            }
-            // Ask for a kick when the VF posts buffers. After running out,
-            // re-check: buffers posted while notifications were off would
-            // otherwise wait for the next kick that never comes.
-            match (stop, state.enable_notification()) {
-                (RxStop::OutOfBuffers, Ok(true)) => rechecked = true,
-                (RxStop::Broken, _) => return,
-                (_, Ok(_)) => return,
-                (_, Err(err)) => {
-                    self.broken_ring(queue, &err);
-                    return;
-                }
-            }
-        }
+        (used, Stop::OutOfBuffers)
     }
 
     /// Moves frames into available receive chains until the port or the
     /// ring runs dry; returns how many chains went to the used ring.
-    fn fill_rx(&self, pair: Pair, state: &mut VringState<Mem>, mem: &MemGuard) -> (usize, RxStop) {
+    fn fill_rx(&self, pair: Pair, state: &mut VringState<Mem>, mem: &MemGuard) -> (usize, Stop) {
         let queue = pair.rx_queue();
         let mut used = 0;
         loop {
             let Some(chain) = state.get_queue_mut().pop_descriptor_chain(&**mem) else {
-                return (used, RxStop::OutOfBuffers);
+                return (used, Stop::OutOfBuffers);
             };
             let head = chain.head_index();
             let len = match RxBuffer::new(&**mem, chain, max_frame(pair)) {
@@ -208,7 +196,7 @@ impl VfBackend {
                     None => {
                         // Keep the buffer for the next frame.
                         state.get_queue_mut().go_to_previous_position();
-                        return (used, RxStop::PortEmpty);
+                        return (used, Stop::PortEmpty);
                     }
                     Some(frame) if frame.len() > buffer.capacity() => {
                         tracing::warn!(
@@ -235,7 +223,7 @@ impl VfBackend {
             };
             if let Err(err) = state.add_used(head, len) {
                 self.broken_ring(queue, &err);
-                return (used, RxStop::Broken);
+                return (used, Stop::Broken);
             }
             used += 1;
         }
