@@ -7,6 +7,14 @@
 //! cache hit. It only ever downloads from the distribution's package
 //! repositories.
 //!
-//! Nothing is implemented yet.
+//! What exists so far: [`Initramfs`], the reproducible newc archive writer.
+//! Fetching packages, choosing modules and caching come next.
 
 #![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod error;
+pub mod initramfs;
+
+pub use error::{Error, Result};
+pub use initramfs::{Entry, Initramfs};
