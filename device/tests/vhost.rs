@@ -601,3 +601,33 @@ fn connecting_to_a_socket_nobody_serves_fails_with_the_path() {
     let err = TestFrontend::connect_with(&socket, options).unwrap_err();
     assert!(err.to_string().contains("missing.sock"), "{err}");
 }
+
+/// The daemon's stop once hung because the socket file had been removed
+/// (a test's temp dir went first) and the wake-up connected by path.
+#[test]
+fn stop_ends_a_waiting_loop_even_if_the_socket_file_is_gone() {
+    let dir = TestDir::new("stop-gone").expect("temp dir");
+    let path = dir.join("vf0.sock");
+    let port = LoopbackPort::new();
+    let server = VfServer::bind(&path, VfId(0), port.clone()).expect("bind");
+    let stop = server.stop_handle();
+    let thread = std::thread::spawn(move || server.serve());
+    // `connected` comes just before accept: wait for it, then pull the file away.
+    port.wait_until(
+        scaled(Duration::from_secs(5)),
+        "the loop to wait for a frontend",
+        |s| s.connects == 1,
+    )
+    .expect("loop started");
+    std::fs::remove_file(&path).expect("socket file removed");
+    stop.stop();
+    let deadline = Instant::now() + scaled(Duration::from_secs(5));
+    while !thread.is_finished() {
+        assert!(Instant::now() < deadline, "the serve loop did not stop");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(
+        thread.join().expect("no panic").is_ok(),
+        "a stop is not an error"
+    );
+}

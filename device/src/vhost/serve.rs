@@ -116,12 +116,16 @@ impl VfServer {
             std::fs::remove_file(&path).map_err(listen_err)?;
         }
         let listener = UnixListener::bind(&path).map_err(listen_err)?;
+        // A second descriptor of the listening socket lets `stop` fail a
+        // blocked accept(2) with shutdown(2), whatever became of the file.
+        let wake = nix::unistd::dup(&listener).map_err(|e| listen_err(io::Error::from(e)))?;
         let server = VfServer {
             vf,
             port,
             listener: Listener::from(listener),
             stop: StopHandle(Arc::new(StopState {
                 socket: path,
+                listener: wake,
                 stopped: AtomicBool::new(false),
                 serving: AtomicBool::new(true),
                 connection: Mutex::new(None),
@@ -162,6 +166,10 @@ impl VfServer {
                 break Ok(());
             }
             if let Err(err) = self.serve_one() {
+                // A stop fails a waiting accept: that is the stop, not an error.
+                if self.stop.is_stopped() {
+                    break Ok(());
+                }
                 break Err(err);
             }
         };
@@ -280,6 +288,8 @@ pub struct StopHandle(Arc<StopState>);
 
 struct StopState {
     socket: PathBuf,
+    /// The listening socket (a dup of the server's), for shutdown(2).
+    listener: std::os::fd::OwnedFd,
     stopped: AtomicBool,
     serving: AtomicBool,
     connection: Mutex<Option<ShutdownHandle>>,
@@ -309,15 +319,15 @@ impl StopHandle {
         self.wake();
     }
 
-    /// Wakes a loop blocked in `accept` by connecting once (the connection
-    /// is dropped unserved), if the loop is still serving. [`stop`](Self::stop)
-    /// does this once; a caller waiting for the loop to end may repeat it, so
-    /// that no interleaving of a frontend's disconnect with the stop can leave
-    /// the loop waiting for a frontend that never comes.
+    /// Wakes a loop blocked in `accept`: shuts the listening socket down,
+    /// which fails a waiting accept(2) at once and every later one, so the
+    /// loop sees the stop. Works even if the socket file was removed. Safe to
+    /// repeat.
     pub fn wake(&self) {
         if self.0.serving.load(Ordering::SeqCst) {
-            if let Err(err) = UnixStream::connect(&self.0.socket) {
-                tracing::debug!(%err, socket = %self.0.socket.display(), "stop: socket not reachable");
+            let how = nix::sys::socket::Shutdown::Both;
+            if let Err(err) = nix::sys::socket::shutdown(self.0.listener.as_raw_fd(), how) {
+                tracing::debug!(%err, socket = %self.0.socket.display(), "stop: shutdown of the listener failed");
             }
         }
     }
