@@ -19,11 +19,12 @@ use virtchnl::{
 
 const MAILBOX_BUF: usize = 12 + virtchnl::MAX_FRAME_LEN;
 
+// Fields drop in order: the daemon goes before the directory holding its sockets.
 struct Rig {
-    _dir: TestDir,
     daemon: Daemon,
     control: Control,
     pcap: PathBuf,
+    _dir: TestDir,
 }
 
 fn rig(vfs: u16, policy: Option<&str>) -> Rig {
@@ -557,4 +558,34 @@ fn a_host_tap_is_an_uplink_in_both_directions() {
         );
     }
     assert!(rig.control.vf(0)["traffic"]["rx_frames"].as_u64() >= Some(1));
+}
+
+#[test]
+fn a_burst_of_frames_arrives_complete_and_in_order() {
+    let mut rig = rig(2, None);
+    let (a, b) = ([2, 0, 0, 0, 0, 0xa], [2, 0, 0, 0, 0, 0xb]);
+    let mut vf0 = Vf::connect(&rig, 0);
+    let mut vf1 = Vf::connect(&rig, 1);
+    for (vf, mac) in [(&mut vf0, a), (&mut vf1, b)] {
+        vf.bring_up(VfCapFlags::L2 | VfCapFlags::VLAN_V2);
+        vf.ok(Request::AddEthAddr(macs(&[mac])));
+    }
+    let frames: Vec<Vec<u8>> = (0..64u8)
+        .map(|i| {
+            let mut f = eth(b, a, None);
+            f[20] = i;
+            f
+        })
+        .collect();
+    let burst: Vec<&[u8]> = frames.iter().map(Vec::as_slice).collect();
+    vf0.fe.send_all(Pair::Data, &burst).expect("burst sent");
+    for expected in &frames {
+        let got = vf1
+            .fe
+            .recv(Pair::Data, scaled(Duration::from_secs(5)))
+            .expect("recv")
+            .expect("every frame of the burst");
+        assert_eq!(&got, expected);
+    }
+    assert_eq!(rig.control.vf(1)["traffic"]["rx_frames"], 64);
 }

@@ -399,6 +399,41 @@ impl TestFrontend {
     /// descriptor and the frame in a second (none if the frame is empty),
     /// then waits until the device has used the chain.
     pub fn send(&mut self, pair: Pair, frame: &[u8]) -> Result<(), FrontendError> {
+        let head = self.post_tx(pair, frame)?;
+        self.wait_for_head(pair.tx_queue(), head, "a sent frame to be used")
+            .map(|_| ())
+    }
+
+    /// Transmits every frame of `frames` on `pair` as [`send`](Self::send)
+    /// does, but offers them all before waiting, as a driver with a burst to
+    /// send would (the device is kicked only when it asks), then waits until
+    /// the device has used them all.
+    pub fn send_all(&mut self, pair: Pair, frames: &[&[u8]]) -> Result<(), FrontendError> {
+        for frame in frames {
+            self.post_tx(pair, frame)?;
+        }
+        let queue = pair.tx_queue();
+        let start = Instant::now();
+        let deadline = start + self.options.timeout;
+        loop {
+            while let Some(done) = self.queues[queue].poll_used(&self.mem)? {
+                self.complete(queue, done)?;
+            }
+            if self.queues[queue].in_flight() == 0 {
+                return Ok(());
+            }
+            if !self.wait_call(queue, deadline)? {
+                return Err(FrontendError::Timeout {
+                    what: format!("{} sent frames to be used on queue {queue}", frames.len()),
+                    waited: start.elapsed(),
+                    seen: format!("{} chains still in flight", self.queues[queue].in_flight()),
+                });
+            }
+        }
+    }
+
+    /// Offers one transmit chain (header, then the frame) and returns its head.
+    fn post_tx(&mut self, pair: Pair, frame: &[u8]) -> Result<u16, FrontendError> {
         let header = self.pool.alloc(NET_HDR_LEN)?;
         self.write(header.addr, &[0; NET_HDR_LEN])?;
         let mut descs = vec![RawDesc {
@@ -418,9 +453,7 @@ impl TestFrontend {
             buffers.push(data);
         }
         let queue = pair.tx_queue();
-        let head = self.queues[queue].add_chain(&self.mem, &descs, Kind::Send, buffers)?;
-        self.wait_for_head(queue, head, "a sent frame to be used")
-            .map(|_| ())
+        self.queues[queue].add_chain(&self.mem, &descs, Kind::Send, buffers)
     }
 
     /// Offers `count` device-writable buffers of `size` bytes (header
