@@ -91,7 +91,7 @@ fn data(c: &mut Criterion) {
     let mut rx = TestFrontend::connect(pf.vf_socket(1)).expect("connect");
     bring_up(&mut tx, a);
     bring_up(&mut rx, b);
-    let mut frame = vec![0u8; 64];
+    let mut frame = [0u8; 64];
     frame[..6].copy_from_slice(&b.0);
     frame[6..12].copy_from_slice(&a.0);
     frame[12..14].copy_from_slice(&[0x08, 0x00]);
