@@ -67,13 +67,19 @@ impl Device {
     }
 
     /// Runs `input` on the engine at the current time, then performs what it
-    /// asks for: wakes VF backends and reschedules the timer.
+    /// asks for: wakes VF backends and, if the next deadline changed, the timer.
     pub fn with<R>(&self, input: impl FnOnce(&mut Engine, Instant) -> R) -> R {
         let mut inner = self.lock();
+        let deadline = inner.engine.poll_timeout();
         let result = input(&mut inner.engine, Instant::now());
         Self::after_input(&mut inner);
+        // Most inputs (every data frame) leave the deadline alone: wake the
+        // timer thread only when it has a new one to wait for.
+        let rescheduled = inner.engine.poll_timeout() != deadline;
         drop(inner);
-        self.timer.notify_all();
+        if rescheduled {
+            self.timer.notify_all();
+        }
         result
     }
 
