@@ -75,8 +75,17 @@ impl LoopbackPort {
     /// Queues `frame` for the VF on `pair`, as if the device sent it, and
     /// wakes the backend.
     pub fn inject(&self, pair: Pair, frame: &[u8]) {
+        self.push(pair, frame, false);
+    }
+
+    /// Queues `frame` for the VF (recording it as transmitted if it was),
+    /// under one lock, then tells waiters and the backend.
+    fn push(&self, pair: Pair, frame: &[u8], transmitted: bool) {
         let waker = {
             let mut state = self.lock();
+            if transmitted {
+                state.stats.transmitted.push((pair, frame.to_vec()));
+            }
             state.queue(pair).push_back(frame.to_vec());
             state.count();
             state.waker.clone()
@@ -146,17 +155,7 @@ impl VfPort for LoopbackPort {
     }
 
     fn transmit(&self, pair: Pair, frame: &[u8]) {
-        let waker = {
-            let mut state = self.lock();
-            state.stats.transmitted.push((pair, frame.to_vec()));
-            state.queue(pair).push_back(frame.to_vec());
-            state.count();
-            state.waker.clone()
-        };
-        self.changed.notify_all();
-        if let Some(waker) = waker {
-            waker.wake();
-        }
+        self.push(pair, frame, true);
     }
 
     fn receive(&self, pair: Pair, capacity: usize) -> Option<Vec<u8>> {
