@@ -214,6 +214,23 @@ fn eth(dst: [u8; 6], src: [u8; 6], vid: Option<u16>) -> Vec<u8> {
     f
 }
 
+const MAC_A: [u8; 6] = [2, 0, 0, 0, 0, 0xa];
+const MAC_B: [u8; 6] = [2, 0, 0, 0, 0, 0xb];
+
+/// vf0 and vf1 brought up with MACs [`MAC_A`] and [`MAC_B`] and the VLANs `vids`.
+fn two_vfs(rig: &Rig, vids: &[u16]) -> (Vf, Vf) {
+    let mut vf0 = Vf::connect(rig, 0);
+    let mut vf1 = Vf::connect(rig, 1);
+    for (vf, mac) in [(&mut vf0, MAC_A), (&mut vf1, MAC_B)] {
+        vf.bring_up(VfCapFlags::L2 | VfCapFlags::VLAN_V2);
+        vf.ok(Request::AddEthAddr(macs(&[mac])));
+        if !vids.is_empty() {
+            vf.ok(Request::AddVlanV2(v2(vids)));
+        }
+    }
+    (vf0, vf1)
+}
+
 const SHORT: Duration = Duration::from_millis(200);
 
 #[test]
@@ -398,14 +415,8 @@ fn every_fault_kind_works_through_the_control_socket() {
 #[test]
 fn frames_are_switched_between_vfs_and_to_the_uplink_with_drops_counted() {
     let mut rig = rig(2, None);
-    let (a, b) = ([2, 0, 0, 0, 0, 0xa], [2, 0, 0, 0, 0, 0xb]);
-    let mut vf0 = Vf::connect(&rig, 0);
-    let mut vf1 = Vf::connect(&rig, 1);
-    for (vf, mac) in [(&mut vf0, a), (&mut vf1, b)] {
-        vf.bring_up(VfCapFlags::L2 | VfCapFlags::VLAN_V2);
-        vf.ok(Request::AddEthAddr(macs(&[mac])));
-        vf.ok(Request::AddVlanV2(v2(&[100])));
-    }
+    let (a, b) = (MAC_A, MAC_B);
+    let (mut vf0, mut vf1) = two_vfs(&rig, &[100]);
     let timeout = scaled(Duration::from_secs(5));
     // VF to VF, tagged with a VLAN both have.
     let frame = eth(b, a, Some(100));
@@ -563,13 +574,8 @@ fn a_host_tap_is_an_uplink_in_both_directions() {
 #[test]
 fn a_burst_of_frames_arrives_complete_and_in_order() {
     let mut rig = rig(2, None);
-    let (a, b) = ([2, 0, 0, 0, 0, 0xa], [2, 0, 0, 0, 0, 0xb]);
-    let mut vf0 = Vf::connect(&rig, 0);
-    let mut vf1 = Vf::connect(&rig, 1);
-    for (vf, mac) in [(&mut vf0, a), (&mut vf1, b)] {
-        vf.bring_up(VfCapFlags::L2 | VfCapFlags::VLAN_V2);
-        vf.ok(Request::AddEthAddr(macs(&[mac])));
-    }
+    let (a, b) = (MAC_A, MAC_B);
+    let (mut vf0, mut vf1) = two_vfs(&rig, &[]);
     let frames: Vec<Vec<u8>> = (0..64u8)
         .map(|i| {
             let mut f = eth(b, a, None);
