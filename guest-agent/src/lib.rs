@@ -11,5 +11,6 @@
 //! protocol on stdin/stdout without any PID 1 duties, for tests on the host.
 
 #![deny(missing_docs)]
+#![forbid(unsafe_code)]
 
 pub mod proto;
