@@ -108,6 +108,26 @@ impl Initramfs {
         self.entries.iter().map(|(p, e)| (p.as_str(), e))
     }
 
+    /// The entry at `path` (`/a/b` and `a/b` are the same path), if any.
+    pub fn get(&self, path: &str) -> Option<&Entry> {
+        normalise(path).ok().and_then(|p| self.entries.get(&p))
+    }
+
+    /// Whether something is at `path`.
+    pub fn contains(&self, path: &str) -> bool {
+        self.get(path).is_some()
+    }
+
+    /// How many entries the archive holds (directories, files, links, nodes).
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether the archive is empty.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
     fn insert(&mut self, path: &str, entry: Entry) -> Result<&mut Self> {
         let path = normalise(path)?;
         // Missing parents become directories; existing ones must be directories.
@@ -188,10 +208,18 @@ impl Initramfs {
         cpio::newc::trailer(out).map_err(Error::Write)
     }
 
-    /// Writes the archive gzip-compressed, with no name or time in the gzip
-    /// header, so equal contents give equal bytes.
+    /// Writes the archive gzip-compressed at the best (slowest) level, with
+    /// no name or time in the gzip header, so equal contents give equal bytes.
     pub fn write_gzip<W: Write>(&self, out: W) -> Result<W> {
-        let encoder: GzEncoder<W> = GzBuilder::new().mtime(0).write(out, Compression::best());
+        self.write_gzip_level(out, 9)
+    }
+
+    /// Writes the archive gzip-compressed at `level` (0 = stored, 1 = fastest,
+    /// 9 = smallest; larger values are taken as 9).
+    pub fn write_gzip_level<W: Write>(&self, out: W, level: u32) -> Result<W> {
+        let encoder: GzEncoder<W> = GzBuilder::new()
+            .mtime(0)
+            .write(out, Compression::new(level.min(9)));
         self.write_cpio(encoder)?.finish().map_err(Error::Write)
     }
 }

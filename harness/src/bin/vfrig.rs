@@ -1,0 +1,205 @@
+//! `vfrig`: the rig's command line (`cargo rig ...` in the workspace).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+use vfrig_harness::image::{self, ImageOptions};
+use vfrig_harness::qemu::AccelChoice;
+use vfrig_harness::{Rig, RigConfig, VmConfig};
+use vfrig_images::Flavour;
+
+/// A QEMU-backed test rig for NIC virtual-function drivers.
+#[derive(Debug, Parser)]
+#[command(name = "vfrig", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Build or inspect the guest image.
+    Image {
+        #[command(subcommand)]
+        command: ImageCmd,
+    },
+    /// Boot a VM with the PF's VFs plugged in. With --exec, run one command
+    /// in the guest and exit with its status; without, open a shell in the
+    /// guest (leave it with `exit` or Ctrl-D).
+    Vm(VmArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum ImageCmd {
+    /// Build the image (a cache hit when nothing changed) and print where it
+    /// is.
+    Build(ImageArgs),
+}
+
+#[derive(Debug, Args)]
+struct ImageArgs {
+    /// Debian kernel flavour: cloud (small, default) or generic (has e1000e
+    /// and other real NIC drivers).
+    #[arg(long, default_value = "cloud")]
+    flavour: Flavour,
+    /// Boot this bzImage instead of the Debian kernel.
+    #[arg(long, value_name = "PATH")]
+    kernel: Option<PathBuf>,
+    /// Kernel modules for --kernel: a directory searched for .ko files.
+    #[arg(long, value_name = "DIR", requires = "kernel")]
+    modules: Option<PathBuf>,
+}
+
+impl ImageArgs {
+    fn options(&self) -> ImageOptions {
+        ImageOptions {
+            flavour: self.flavour,
+            kernel: self.kernel.clone(),
+            modules: self.modules.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+struct VmArgs {
+    /// Run this shell command in the guest, print its output and exit with
+    /// its status.
+    #[arg(long, value_name = "CMD")]
+    exec: Option<String>,
+    /// Number of VFs the PF has (all plugged at boot).
+    #[arg(long, default_value_t = 1)]
+    vfs: u16,
+    /// Accelerator: auto probes KVM and falls back to TCG.
+    #[arg(long, value_enum, default_value = "auto")]
+    accel: AccelChoice,
+    /// Time limit for --exec, in seconds.
+    #[arg(long, default_value_t = 600)]
+    timeout: u64,
+    #[command(flatten)]
+    image: ImageArgs,
+}
+
+#[allow(clippy::print_stdout, clippy::print_stderr)]
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("vfrig: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[allow(clippy::print_stdout, clippy::print_stderr)]
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Cmd::Image {
+            command: ImageCmd::Build(args),
+        } => {
+            let start = std::time::Instant::now();
+            let img = image::prepare(&args.options())?;
+            println!("kernel:    {}", img.kernel.display());
+            println!("initramfs: {}", img.initramfs.display());
+            println!("release:   {}", img.manifest.kernel.release);
+            println!("manifest:  {}", img.dir.join("manifest.json").display());
+            eprintln!(
+                "vfrig: image {} in {:.2} s",
+                if img.cache_hit { "cache hit" } else { "built" },
+                start.elapsed().as_secs_f64()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Vm(args) => vm(args),
+    }
+}
+
+#[allow(clippy::print_stdout, clippy::print_stderr)]
+fn vm(args: VmArgs) -> anyhow::Result<ExitCode> {
+    let img = image::prepare(&args.image.options())?;
+    let interactive = args.exec.is_none();
+    let mut vm = VmConfig::new(
+        if interactive { "vm-shell" } else { "vm-exec" },
+        &img.kernel,
+        &img.initramfs,
+    );
+    vm.accel = args.accel;
+    vm.vfs_at_boot = (0..args.vfs).collect();
+    vm.shell_on_stdio = interactive;
+    let rig = Rig::start(&RigConfig {
+        vfs: args.vfs,
+        policy: None,
+        seed: 0,
+        vm,
+    })?;
+    let boot = rig.vm.boot();
+    let boot_line = format!(
+        "vfrig: {} ready {:.2} s after QEMU started ({}, guest uptime {:.2} s, {} modules in {} ms); artifacts: {}",
+        boot.ready.kernel_release,
+        boot.ready_after.as_secs_f64(),
+        boot.accel,
+        boot.ready.uptime_ms as f64 / 1000.0,
+        boot.ready.modules.len(),
+        boot.ready.modules.iter().map(|m| m.ms).sum::<u64>(),
+        rig.vm.run_dir().display(),
+    );
+    let code = match args.exec {
+        Some(cmd) => {
+            let out = rig
+                .vm
+                .agent()
+                .run(&cmd, Duration::from_secs(args.timeout))
+                .map_err(|e| rig.vm.agent_error(e))?;
+            print!("{}", out.stdout);
+            eprint!("{}", out.stderr);
+            eprintln!("{boot_line}");
+            if out.timed_out {
+                eprintln!("vfrig: `{cmd}` timed out after {} s", args.timeout);
+            }
+            match (out.status, out.signal) {
+                (Some(code), _) => u8::try_from(code).unwrap_or(1),
+                (None, Some(sig)) => u8::try_from(128 + sig).unwrap_or(1),
+                _ => 1,
+            }
+        }
+        None => {
+            eprintln!("{boot_line}");
+            eprintln!("vfrig: shell on the guest's ttyS1; `exit` or Ctrl-D powers the VM off");
+            let size = terminal_size()
+                .map(|(rows, cols)| format!("stty rows {rows} cols {cols} </dev/ttyS1; "))
+                .unwrap_or_default();
+            let cmd = format!("{size}exec setsid -c /bin/ash -l </dev/ttyS1 >/dev/ttyS1 2>&1");
+            rig.vm
+                .agent()
+                .run_unbounded(&cmd)
+                .map_err(|e| rig.vm.agent_error(e))
+                .context("the guest shell failed")?;
+            0
+        }
+    };
+    rig.shutdown()?;
+    Ok(ExitCode::from(code))
+}
+
+/// Rows and columns of the controlling terminal, from `stty size`.
+fn terminal_size() -> Option<(u16, u16)> {
+    let out = std::process::Command::new("stty")
+        .arg("size")
+        .stdin(std::process::Stdio::inherit())
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    let text = String::from_utf8(out.stdout).ok()?;
+    let mut it = text.split_whitespace().map(|n| n.parse::<u16>().ok());
+    Some((it.next()??, it.next()??))
+}
