@@ -343,7 +343,7 @@ impl Vm {
                 return Err(io("connect to QEMU's agent socket")(err));
             }
         };
-        let qmp = match Qmp::handshake(qmp_stream) {
+        let qmp = match Qmp::handshake(qmp_stream, &run_dir.file("qmp.log")) {
             Ok(q) => q,
             Err(source) => {
                 kill_and_reap(&mut child);

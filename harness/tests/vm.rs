@@ -71,7 +71,7 @@ fn vm_boots_runs_commands_hotplugs_a_vf_and_reports_a_splat() {
     assert!(out.stdout.contains("iproute2"), "{}", out.stdout);
     agent
         .sh(
-            "ip link add bond0 type bond && ip link add link bond0 name bond0.100 type vlan id 100",
+            "ip link add bond1 type bond && ip link add link bond1 name bond1.100 type vlan id 100",
             T,
         )
         .unwrap();
