@@ -21,8 +21,10 @@ use serde::{Deserialize, Serialize};
 /// (`/sys/class/virtio-ports/vportNpM/name`).
 pub const CHANNEL_NAME: &str = "org.vfrig.agent.0";
 
-/// File in the image listing the modules to load at boot, one absolute path
-/// per line, in load order (dependencies first).
+/// File in the image listing the modules to load at boot: one per line, in
+/// load order (dependencies first), as `PATH [DEP,DEP...]` with the names of
+/// the modules it depends on. The agent loads independent modules in
+/// parallel.
 pub const MODULES_LIST: &str = "/etc/vfrig/modules";
 
 /// Largest amount of stdout or stderr kept per command; more is dropped and
@@ -144,8 +146,12 @@ pub struct Ready {
     pub uptime_ms: u64,
     /// Guest uptime when the agent started (PID 1 exec).
     pub started_ms: u64,
-    /// Modules loaded at boot, in order.
+    /// Modules loaded at boot, in list order. They load in parallel, so
+    /// their times add up to more than [`Ready::modules_ms`].
     pub modules: Vec<ModuleLoad>,
+    /// Wall time the module loading took.
+    #[serde(default)]
+    pub modules_ms: u64,
 }
 
 /// One module load at boot.

@@ -107,10 +107,10 @@ fn main() {
         let boot = rig.vm.boot().clone();
         rig.shutdown().unwrap_or_else(|e| panic!("{e}"));
         let r = &boot.ready;
-        let mods: u64 = r.modules.iter().map(|m| m.ms).sum();
+        let mods = r.modules_ms;
         let s = boot.ready_after.as_secs_f64();
         println!(
-            "  rig boot to agent ready  run {i}: {s:.2} s (init at guest uptime {:.2} s, modules {:.2} s, ready at {:.2} s)",
+            "  rig boot to agent ready  run {i}: {s:.2} s (/init at guest uptime {:.2} s, modules {:.2} s, ready at {:.2} s)",
             r.started_ms as f64 / 1e3,
             mods as f64 / 1e3,
             r.uptime_ms as f64 / 1e3

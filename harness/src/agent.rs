@@ -457,6 +457,7 @@ mod tests {
                 uptime_ms: 1,
                 started_ms: 0,
                 modules: vec![],
+                modules_ms: 0,
             });
             writeln!(w, "{}", serde_json::to_string(&ready).unwrap()).unwrap();
             for line in BufReader::new(theirs).lines() {

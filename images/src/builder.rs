@@ -26,7 +26,7 @@ use crate::{Error, Flavour, ImageSpec, Initramfs, Result};
 
 /// Bump when what the builder puts into an image changes, so old cache
 /// entries are not reused.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 
 /// The file layout the key covers (merged /usr, busybox applets, dash as
 /// /bin/sh, iproute2's ip, /init → the agent).
@@ -39,8 +39,9 @@ const BUSYBOX: &str = "busybox-static";
 /// for about 15% more bytes, and the kernel unpacks either equally fast.
 pub const GZIP_LEVEL: u32 = 1;
 
-/// Where the guest agent reads which modules to load, one absolute path per
-/// line in load order. Must equal `vfrig_agent::proto::MODULES_LIST` (this
+/// Where the guest agent reads which modules to load: one module per line
+/// in load order, its absolute path and, after a space, the comma-separated
+/// modules it depends on. Must equal `vfrig_agent::proto::MODULES_LIST` (this
 /// crate does not depend on the agent's).
 pub const MODULES_LIST: &str = "/etc/vfrig/modules";
 
@@ -272,7 +273,13 @@ impl Builder {
             let rel = module.rel.to_string_lossy().replace('\\', "/");
             let path_in_image = format!("/lib/modules/{release}/{rel}");
             fs.file(&merged_usr(&path_in_image), 0o644, module.data)?;
+            // `PATH DEP,DEP`: the agent loads modules in parallel, each
+            // after its dependencies.
             list.push_str(&path_in_image);
+            if !module.info.depends.is_empty() {
+                list.push(' ');
+                list.push_str(&module.info.depends.join(","));
+            }
             list.push('\n');
             entries.push(ModuleEntry {
                 name,

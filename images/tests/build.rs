@@ -203,6 +203,10 @@ fn check_common(image: &Image, archive: &Archive, agent: &[u8]) {
             module.path_in_image
         );
         list.push_str(&module.path_in_image);
+        if !module.depends.is_empty() {
+            list.push(' ');
+            list.push_str(&module.depends.join(","));
+        }
         list.push('\n');
     }
     assert_eq!(archive.file("/etc/vfrig/modules"), list.as_bytes());

@@ -4,6 +4,7 @@
 use std::ffi::CStr;
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::{Condvar, Mutex};
 use std::time::Instant;
 
 use nix::errno::Errno;
@@ -51,14 +52,41 @@ pub fn mount_all() {
     }
 }
 
-/// The module paths in a module list: one per line, in load order; blank
-/// lines and `#` comments are skipped.
-pub fn parse_module_list(text: &str) -> Vec<PathBuf> {
+/// One line of the module list: the module file and the names of the
+/// modules it needs (from its `.modinfo` `depends=`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModuleSpec {
+    /// Absolute path of the `.ko` file.
+    pub path: PathBuf,
+    /// Module names it depends on (`-` and `_` are the same).
+    pub deps: Vec<String>,
+}
+
+/// Parses a module list: one module per line, `PATH [DEP,DEP...]`, in load
+/// order (dependencies first); blank lines and `#` comments are skipped.
+pub fn parse_module_list(text: &str) -> Vec<ModuleSpec> {
     text.lines()
         .map(|line| line.split('#').next().unwrap_or_default().trim())
         .filter(|line| !line.is_empty())
-        .map(PathBuf::from)
+        .map(|line| {
+            let mut words = line.split_whitespace();
+            let path = PathBuf::from(words.next().unwrap_or_default());
+            let deps = words
+                .next()
+                .map(|d| {
+                    d.split(',')
+                        .filter(|n| !n.is_empty())
+                        .map(normalise)
+                        .collect()
+                })
+                .unwrap_or_default();
+            ModuleSpec { path, deps }
+        })
         .collect()
+}
+
+fn normalise(name: &str) -> String {
+    name.replace('-', "_")
 }
 
 /// A module's name: its file name up to `.ko` (`/x/ice.ko` -> `ice`).
@@ -73,9 +101,10 @@ pub fn module_name(path: &Path) -> String {
     }
 }
 
-/// Loads the modules named in the list file `list`, in order, with
-/// `finit_module` and no parameters. A missing list means no modules;
-/// EEXIST counts as loaded.
+/// Loads the modules named in the list file `list` with `finit_module` and
+/// no parameters, on as many threads as there are CPUs, each module once
+/// the modules it depends on are in. A missing list means no modules;
+/// EEXIST counts as loaded. Results come in list order.
 pub fn load_modules(list: &Path) -> Vec<ModuleLoad> {
     let text = match std::fs::read_to_string(list) {
         Ok(text) => text,
@@ -85,17 +114,119 @@ pub fn load_modules(list: &Path) -> Vec<ModuleLoad> {
             return Vec::new();
         }
     };
-    parse_module_list(&text)
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    load_all(&parse_module_list(&text), threads, load_module)
+}
+
+#[derive(Debug, Clone)]
+enum Slot {
+    Pending,
+    Running,
+    Done(ModuleLoad),
+}
+
+/// Runs `load` for every module on up to `threads` threads, never before
+/// the modules it depends on have loaded. Dependencies that are not in the
+/// list count as present (built in, or loaded already). A module whose
+/// dependency failed is not loaded and fails too.
+fn load_all(
+    specs: &[ModuleSpec],
+    threads: usize,
+    load: impl Fn(&Path) -> Result<(), String> + Sync,
+) -> Vec<ModuleLoad> {
+    let names: Vec<String> = specs
         .iter()
-        .map(|path| {
-            let start = Instant::now();
-            let error = load_module(path).err();
-            let ms = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
-            ModuleLoad {
-                name: module_name(path),
-                ms,
-                error,
+        .map(|s| normalise(&module_name(&s.path)))
+        .collect();
+    let index = |dep: &str| names.iter().position(|n| n == dep);
+    let state = Mutex::new(vec![Slot::Pending; specs.len()]);
+    let changed = Condvar::new();
+    let lock = || state.lock().unwrap_or_else(|p| p.into_inner());
+
+    let worker = || loop {
+        let mut slots = lock();
+        // Pick the first module whose dependencies are all done.
+        let pick = loop {
+            let mut waiting = false;
+            let mut pick = None;
+            for i in 0..specs.len() {
+                if !matches!(slots[i], Slot::Pending) {
+                    continue;
+                }
+                let mut ready = true;
+                let mut failed_dep = None;
+                for dep in &specs[i].deps {
+                    match index(dep).map(|j| &slots[j]) {
+                        None => {}
+                        Some(Slot::Done(d)) if d.error.is_none() => {}
+                        Some(Slot::Done(_)) => failed_dep = Some(dep.clone()),
+                        Some(_) => ready = false,
+                    }
+                }
+                if let Some(dep) = failed_dep {
+                    slots[i] = Slot::Done(ModuleLoad {
+                        name: module_name(&specs[i].path),
+                        ms: 0,
+                        error: Some(format!("not loaded: it needs {dep}, which failed")),
+                    });
+                    changed.notify_all();
+                    continue;
+                }
+                if ready {
+                    pick = Some(i);
+                    break;
+                }
+                waiting = true;
             }
+            if let Some(i) = pick {
+                slots[i] = Slot::Running;
+                break Some(i);
+            }
+            let running = slots.iter().any(|s| matches!(s, Slot::Running));
+            if !waiting {
+                break None;
+            }
+            if !running {
+                // Pending modules wait on each other: a cycle in the list.
+                for (i, slot) in slots.iter_mut().enumerate() {
+                    if matches!(slot, Slot::Pending) {
+                        *slot = Slot::Done(ModuleLoad {
+                            name: module_name(&specs[i].path),
+                            ms: 0,
+                            error: Some("not loaded: its dependencies form a cycle".into()),
+                        });
+                    }
+                }
+                changed.notify_all();
+                break None;
+            }
+            slots = changed.wait(slots).unwrap_or_else(|p| p.into_inner());
+        };
+        let Some(i) = pick else { return };
+        drop(slots);
+        let start = Instant::now();
+        let error = load(&specs[i].path).err();
+        let done = ModuleLoad {
+            name: module_name(&specs[i].path),
+            ms: u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX),
+            error,
+        };
+        lock()[i] = Slot::Done(done);
+        changed.notify_all();
+    };
+    std::thread::scope(|scope| {
+        for _ in 1..threads.max(1) {
+            scope.spawn(worker);
+        }
+        worker();
+    });
+    state
+        .into_inner()
+        .unwrap_or_else(|p| p.into_inner())
+        .into_iter()
+        .filter_map(|slot| match slot {
+            Slot::Done(load) => Some(load),
+            _ => None,
         })
         .collect()
 }
@@ -109,9 +240,9 @@ fn load_module(path: &Path) -> Result<(), String> {
     }
 }
 
-/// One log line for the module loads: count, failures and total time.
-pub fn modules_summary(modules: &[ModuleLoad]) -> String {
-    let total: u64 = modules.iter().map(|m| m.ms).sum();
+/// One log line for the module loads: count, failures and the wall time
+/// they took together.
+pub fn modules_summary(modules: &[ModuleLoad], total: u64) -> String {
     let failed: Vec<&str> = modules
         .iter()
         .filter(|m| m.error.is_some())
@@ -142,13 +273,21 @@ mod tests {
     #[test]
     fn module_list_skips_blanks_and_comments() {
         let text = "# load order\n/lib/modules/a.ko\n\n  /lib/modules/b.ko  # trailing\n#/lib/modules/c.ko\n";
+        let paths: Vec<PathBuf> = parse_module_list(text)
+            .into_iter()
+            .map(|m| m.path)
+            .collect();
         assert_eq!(
-            parse_module_list(text),
+            paths,
             vec![
                 PathBuf::from("/lib/modules/a.ko"),
                 PathBuf::from("/lib/modules/b.ko")
             ]
         );
+        let with_deps = parse_module_list("/m/bonding.ko tls\n/m/8021q.ko garp,mrp\n/m/tun.ko\n");
+        assert_eq!(with_deps[0].deps, vec!["tls"]);
+        assert_eq!(with_deps[1].deps, vec!["garp", "mrp"]);
+        assert!(with_deps[2].deps.is_empty());
         assert!(parse_module_list("").is_empty());
     }
 
@@ -178,8 +317,94 @@ mod tests {
             "{error}"
         );
         assert_eq!(
-            modules_summary(&loads),
-            format!("loaded 0 of 1 modules in {} ms; failed: gone", loads[0].ms)
+            modules_summary(&loads, 3),
+            "loaded 0 of 1 modules in 3 ms; failed: gone"
         );
+    }
+
+    fn spec(name: &str, deps: &[&str]) -> ModuleSpec {
+        ModuleSpec {
+            path: PathBuf::from(format!("/m/{name}.ko")),
+            deps: deps.iter().map(|d| d.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn parallel_loading_respects_dependencies() {
+        use std::sync::Mutex;
+        let specs = [
+            spec("llc", &[]),
+            spec("stp", &["llc"]),
+            spec("garp", &["stp", "llc"]),
+            spec("mrp", &[]),
+            spec("8021q", &["garp", "mrp"]),
+            spec("tls", &[]),
+            spec("bonding", &["tls"]),
+            spec("tun", &[]),
+            spec("virtio_net", &["net_failover", "builtin_thing"]),
+            spec("failover", &[]),
+            spec("net_failover", &["failover"]),
+        ];
+        for threads in [1, 2, 4] {
+            let order = Mutex::new(Vec::new());
+            let loads = load_all(&specs, threads, |p| {
+                std::thread::sleep(std::time::Duration::from_millis(2));
+                order.lock().unwrap().push(module_name(p));
+                Ok(())
+            });
+            let order = order.into_inner().unwrap();
+            assert_eq!(order.len(), specs.len());
+            let pos = |n: &str| order.iter().position(|m| m == n).unwrap();
+            for s in &specs {
+                for d in &s.deps {
+                    if d != "builtin_thing" {
+                        assert!(pos(d) < pos(&module_name(&s.path)), "{order:?}");
+                    }
+                }
+            }
+            let names: Vec<&str> = loads.iter().map(|l| l.name.as_str()).collect();
+            assert_eq!(
+                names[..3],
+                ["llc", "stp", "garp"],
+                "results keep list order"
+            );
+            assert!(loads.iter().all(|l| l.error.is_none()));
+        }
+    }
+
+    #[test]
+    fn a_failed_dependency_fails_its_dependents_without_loading_them() {
+        let specs = [
+            spec("tls", &[]),
+            spec("bonding", &["tls"]),
+            spec("tun", &[]),
+        ];
+        let loaded = std::sync::Mutex::new(Vec::new());
+        let loads = load_all(&specs, 2, |p| {
+            loaded.lock().unwrap().push(module_name(p));
+            if p.ends_with("tls.ko") {
+                Err("finit_module: Invalid argument".into())
+            } else {
+                Ok(())
+            }
+        });
+        assert_eq!(
+            loads[1].error.as_deref(),
+            Some("not loaded: it needs tls, which failed")
+        );
+        assert!(!loaded
+            .into_inner()
+            .unwrap()
+            .contains(&"bonding".to_string()));
+        assert!(loads[2].error.is_none());
+    }
+
+    #[test]
+    fn a_dependency_cycle_fails_instead_of_hanging() {
+        let specs = [spec("a", &["b"]), spec("b", &["a"]), spec("c", &[])];
+        let loads = load_all(&specs, 2, |_| Ok(()));
+        assert!(loads[0].error.as_deref().unwrap().contains("cycle"));
+        assert!(loads[1].error.as_deref().unwrap().contains("cycle"));
+        assert!(loads[2].error.is_none());
     }
 }

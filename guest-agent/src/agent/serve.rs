@@ -87,7 +87,7 @@ impl Agent {
         self.send(&Message::Reply { id, outcome });
     }
 
-    fn send_ready(&self, started_ms: u64, modules: Vec<ModuleLoad>) {
+    fn send_ready(&self, started_ms: u64, modules: Vec<ModuleLoad>, modules_ms: u64) {
         let kernel_release = nix::sys::utsname::uname()
             .map(|u| u.release().to_string_lossy().into_owned())
             .unwrap_or_default();
@@ -97,6 +97,7 @@ impl Agent {
             uptime_ms: clock::boottime_ms(),
             started_ms,
             modules,
+            modules_ms,
         }));
     }
 
@@ -221,7 +222,7 @@ pub fn run_stdio(started_ms: u64) -> ExitCode {
         spawner,
         Writer::new(Sink::Stdout(io::stdout())),
     ));
-    agent.send_ready(started_ms, Vec::new());
+    agent.send_ready(started_ms, Vec::new(), 0);
     let result = serve_lines(&agent, &mut io::stdin().lock(), true);
     // The harness is gone: requests still running are abandoned.
     agent.kill_children();
@@ -260,9 +261,11 @@ fn pid1(started_ms: u64) -> bool {
             return false;
         }
     };
+    let loading = clock::boottime_ms();
     let modules = boot::load_modules(Path::new(MODULES_LIST));
+    let modules_ms = clock::boottime_ms().saturating_sub(loading);
     if !modules.is_empty() {
-        agent_log!("{}", boot::modules_summary(&modules));
+        agent_log!("{}", boot::modules_summary(&modules, modules_ms));
     }
     boot::loopback_up();
     let ports = Path::new(channel::VIRTIO_PORTS);
@@ -289,7 +292,7 @@ fn pid1(started_ms: u64) -> bool {
         Writer::new(Sink::Port(Arc::clone(&file))),
     ));
     // Blocks until the host side connects.
-    agent.send_ready(started_ms, modules);
+    agent.send_ready(started_ms, modules, modules_ms);
     agent_log!("ready");
     serve_port(&agent, file, path)
 }

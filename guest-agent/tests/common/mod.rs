@@ -81,6 +81,7 @@ impl Agent {
                 uptime_ms: 0,
                 started_ms: 0,
                 modules: Vec::new(),
+                modules_ms: 0,
             },
         };
         match agent.next_message() {

@@ -150,7 +150,7 @@ fn vm(args: VmArgs) -> anyhow::Result<ExitCode> {
         boot.accel,
         boot.ready.uptime_ms as f64 / 1000.0,
         boot.ready.modules.len(),
-        boot.ready.modules.iter().map(|m| m.ms).sum::<u64>(),
+        boot.ready.modules_ms,
         rig.vm.run_dir().display(),
     );
     let code = match args.exec {
