@@ -23,9 +23,11 @@ fuzz seconds="300":
 seed value:
     VFRIG_SEED={{value}} cargo test -p vfrig-device --test pf_sequences
 
-# Criterion benchmarks: the PF core, and the vhost-user path end to end.
+# Benchmarks: the PF core and the vhost-user path (criterion), and VM boot
+# time against a bare boot of the same kernel.
 bench:
     cargo bench -p vfrig-device
+    cargo bench -p vfrig-harness --bench boot
 
 # Everything CI does, locally.
 ci:
