@@ -37,32 +37,22 @@ impl Flavour {
     /// The modules an image of this flavour loads at boot unless the spec
     /// says otherwise (what [`ImageSpec::new`] puts in `modules_wanted`).
     pub fn default_modules(self) -> Vec<String> {
-        self.default_module_names()
-            .iter()
-            .map(|m| (*m).to_owned())
-            .collect()
-    }
-
-    fn default_module_names(self) -> &'static [&'static str] {
-        match self {
-            Flavour::Cloud => &[
-                "tun",
-                "8021q",
-                "bonding",
-                "failover",
-                "net_failover",
-                "virtio_net",
-            ],
-            Flavour::Generic => &[
-                "tun",
-                "8021q",
-                "bonding",
-                "failover",
-                "net_failover",
-                "virtio_net",
-                "e1000e",
-            ],
+        /// What every scenario may use: TAP netdevs, VLAN uppers, bonds,
+        /// failover pairs and virtio-net.
+        const COMMON: [&str; 6] = [
+            "tun",
+            "8021q",
+            "bonding",
+            "failover",
+            "net_failover",
+            "virtio_net",
+        ];
+        let mut modules: Vec<String> = COMMON.iter().map(|m| (*m).to_owned()).collect();
+        if self == Flavour::Generic {
+            // The emulated NIC of failover scenarios; the cloud kernel lacks it.
+            modules.push("e1000e".to_owned());
         }
+        modules
     }
 
     /// What follows `linux-image-6.12.N+deb12` in the package name.
