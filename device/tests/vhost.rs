@@ -1,12 +1,19 @@
 //! The vhost-user shell end to end: a `VfServer` on a real socket, the test
 //! frontend playing QEMU, and a loopback port behind the backend.
 
+use std::io::{IoSlice, IoSliceMut, Read, Write};
+use std::net::Shutdown;
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+
+use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags};
 
 use vfrig_device::pf::VfId;
 use vfrig_device::test_support::{
@@ -15,7 +22,10 @@ use vfrig_device::test_support::{
 };
 use vfrig_device::vhost::virtio_net::{self, MAX_DATA_FRAME, MAX_MAILBOX_FRAME, NET_HDR_LEN};
 use vfrig_device::vhost::{Pair, StopHandle, VfServer};
-use vhost::vhost_user::message::{VhostUserProtocolFeatures, VhostUserVirtioFeatures};
+use vhost::vhost_user::message::{
+    VhostUserHeaderFlag, VhostUserProtocolFeatures, VhostUserVirtioFeatures,
+};
+use vhost::vhost_user::{Frontend, VhostUserFrontend};
 use vhost::VhostBackend;
 use virtchnl::{Request, VersionInfo};
 use virtio_bindings::bindings::virtio_config::VIRTIO_F_VERSION_1;
@@ -630,4 +640,203 @@ fn stop_ends_a_waiting_loop_even_if_the_socket_file_is_gone() {
         thread.join().expect("no panic").is_ok(),
         "a stop is not an error"
     );
+}
+
+// Ring enables before SET_FEATURES, as QEMU's vhost-user net sends them on
+// every reconnect. The `vhost` crate refuses them there, so the server's
+// relay holds them back until SET_FEATURES.
+
+const SET_FEATURES: u32 = 2;
+const SET_VRING_ENABLE: u32 = 18;
+const VERSION_1: u32 = 0x1;
+const REPLY: u32 = 0x4;
+const NEED_REPLY: u32 = 0x8;
+
+/// A whole vhost-user message: header (native byte order) and payload.
+fn raw_message(request: u32, flags: u32, payload: &[u8]) -> Vec<u8> {
+    let mut bytes = request.to_ne_bytes().to_vec();
+    bytes.extend_from_slice(&(VERSION_1 | flags).to_ne_bytes());
+    bytes.extend_from_slice(&(payload.len() as u32).to_ne_bytes());
+    bytes.extend_from_slice(payload);
+    bytes
+}
+
+/// SET_VRING_ENABLE of ring `index` to `num`.
+fn ring_enable(index: u32, num: u32, flags: u32) -> Vec<u8> {
+    let mut payload = index.to_ne_bytes().to_vec();
+    payload.extend_from_slice(&num.to_ne_bytes());
+    raw_message(SET_VRING_ENABLE, flags, &payload)
+}
+
+#[test]
+fn ring_enables_before_set_features_are_answered_and_the_connection_survives() {
+    let rig = Rig::new();
+    let stream = UnixStream::connect(&rig.socket).expect("connect");
+    stream.set_read_timeout(Some(timeout())).unwrap();
+    // Raw messages go through a second handle between the library's requests.
+    let mut raw = stream.try_clone().unwrap();
+    let mut fe = Frontend::from_stream(stream, virtio_net::NUM_QUEUES as u64);
+    fe.set_hdr_flags(VhostUserHeaderFlag::NEED_REPLY);
+    fe.set_owner().unwrap();
+    let offered = fe.get_features().unwrap();
+    fe.get_protocol_features().unwrap();
+    fe.set_protocol_features(VhostUserProtocolFeatures::MQ | VhostUserProtocolFeatures::REPLY_ACK)
+        .unwrap();
+
+    // QEMU's order: enable the first pair, disable the second, before
+    // SET_FEATURES. The one with NEED_REPLY gets a "success" reply.
+    raw.write_all(&ring_enable(0, 1, NEED_REPLY)).unwrap();
+    let mut reply = [0u8; 20];
+    raw.read_exact(&mut reply)
+        .expect("a reply to SET_VRING_ENABLE, not a closed connection");
+    assert_eq!(
+        reply.to_vec(),
+        raw_message(SET_VRING_ENABLE, REPLY, &[0; 8])
+    );
+    raw.write_all(&ring_enable(1, 1, 0)).unwrap();
+    raw.write_all(&ring_enable(2, 0, 0)).unwrap();
+    raw.write_all(&ring_enable(3, 0, NEED_REPLY)).unwrap();
+    raw.read_exact(&mut reply).expect("a second reply");
+    assert_eq!(
+        reply.to_vec(),
+        raw_message(SET_VRING_ENABLE, REPLY, &[0; 8])
+    );
+
+    // The same connection goes on: features, then more requests.
+    fe.set_features(offered & virtio_net::FEATURES)
+        .expect("SET_FEATURES on the same connection");
+    assert_eq!(fe.get_queue_num().unwrap(), virtio_net::NUM_QUEUES as u64);
+    // After SET_FEATURES enables go straight to the backend.
+    fe.set_vring_enable(2, true).unwrap();
+    let stats = rig.stats();
+    assert_eq!((stats.connects, stats.disconnects), (1, 0), "reconnected");
+}
+
+#[test]
+fn frames_flow_on_a_connection_that_enabled_rings_before_set_features() {
+    let rig = Rig::new();
+    let early = vec![(0, 1), (1, 1), (2, 0), (3, 0)];
+    let proxy = EarlyEnabler::spawn(&rig, early);
+    let mut fe = TestFrontend::connect(&proxy.socket).expect("connect through the proxy");
+    fe.post_rx(Pair::Data, 1, DATA_BUF).unwrap();
+    fe.post_rx(Pair::Mailbox, 1, MAILBOX_BUF).unwrap();
+    fe.send(Pair::Data, &ethernet(60, 9)).unwrap();
+    fe.send(Pair::Mailbox, &version_request(9)).unwrap();
+
+    assert_eq!(recv(&mut fe, Pair::Data), ethernet(60, 9));
+    assert_eq!(recv(&mut fe, Pair::Mailbox), version_request(9));
+    assert_eq!(proxy.injected(), 4, "the early enables were not sent");
+    let stats = rig.stats();
+    assert_eq!((stats.connects, stats.disconnects), (1, 0), "reconnected");
+    drop(fe);
+    proxy.join();
+}
+
+/// Sits between a [`TestFrontend`] and the VF socket and behaves like
+/// QEMU's vhost-user net on a reconnect: right before SET_FEATURES it sends
+/// SET_VRING_ENABLE (index, num) for each of `early`, without NEED_REPLY.
+/// Everything else is copied both ways, file descriptors included.
+struct EarlyEnabler {
+    socket: PathBuf,
+    injected: Arc<AtomicUsize>,
+    thread: JoinHandle<()>,
+}
+
+impl EarlyEnabler {
+    fn spawn(rig: &Rig, early: Vec<(u32, u32)>) -> EarlyEnabler {
+        let socket = rig.dir.join("qemu.sock");
+        let listener = UnixListener::bind(&socket).expect("bind the proxy socket");
+        let vf_socket = rig.socket.clone();
+        let injected = Arc::new(AtomicUsize::new(0));
+        let count = injected.clone();
+        let thread = std::thread::spawn(move || {
+            let (front, _) = listener.accept().expect("accept the test frontend");
+            let back = UnixStream::connect(&vf_socket).expect("connect the VF socket");
+            let (front_tx, back_rx) = (front.try_clone().unwrap(), back.try_clone().unwrap());
+            let replies = std::thread::spawn(move || {
+                while let Some((message, fds)) = read_message(&back_rx) {
+                    write_message(&front_tx, &message, &fds);
+                }
+                let _ = front_tx.shutdown(Shutdown::Both);
+            });
+            let mut early = early;
+            while let Some((message, fds)) = read_message(&front) {
+                let request = u32::from_ne_bytes(message[..4].try_into().unwrap());
+                if request == SET_FEATURES {
+                    for (index, num) in early.drain(..) {
+                        write_message(&back, &ring_enable(index, num, 0), &[]);
+                        count.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+                write_message(&back, &message, &fds);
+            }
+            let _ = back.shutdown(Shutdown::Both);
+            replies.join().expect("proxy reply thread");
+        });
+        EarlyEnabler {
+            socket,
+            injected,
+            thread,
+        }
+    }
+
+    fn injected(&self) -> usize {
+        self.injected.load(Ordering::SeqCst)
+    }
+
+    fn join(self) {
+        self.thread.join().expect("proxy thread");
+    }
+}
+
+/// One whole message and the descriptors that came with its header, or
+/// `None` at a close.
+fn read_message(stream: &UnixStream) -> Option<(Vec<u8>, Vec<RawFd>)> {
+    let mut header = [0u8; 12];
+    let mut control = nix::cmsg_space!([RawFd; 8]);
+    let mut fds = Vec::new();
+    let mut got = 0;
+    while got < header.len() {
+        let mut iov = [IoSliceMut::new(&mut header[got..])];
+        let msg = recvmsg::<()>(
+            stream.as_raw_fd(),
+            &mut iov,
+            Some(&mut control),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        )
+        .ok()?;
+        for cmsg in msg.cmsgs().expect("at most 8 descriptors") {
+            if let ControlMessageOwned::ScmRights(received) = cmsg {
+                fds.extend(received);
+            }
+        }
+        if msg.bytes == 0 {
+            return None;
+        }
+        got += msg.bytes;
+    }
+    let size = u32::from_ne_bytes(header[8..].try_into().unwrap()) as usize;
+    let mut message = header.to_vec();
+    message.resize(12 + size, 0);
+    (&*stream).read_exact(&mut message[12..]).ok()?;
+    Some((message, fds))
+}
+
+/// Writes `message` with `fds`, then closes the descriptors.
+fn write_message(stream: &UnixStream, message: &[u8], fds: &[RawFd]) {
+    let rights = [ControlMessage::ScmRights(fds)];
+    let cmsgs: &[ControlMessage<'_>] = if fds.is_empty() { &[] } else { &rights };
+    let sent = sendmsg::<()>(
+        stream.as_raw_fd(),
+        &[IoSlice::new(message)],
+        cmsgs,
+        MsgFlags::MSG_NOSIGNAL,
+        None,
+    );
+    if let Ok(sent) = sent {
+        let _ = (&*stream).write_all(&message[sent..]);
+    }
+    for &fd in fds {
+        let _ = nix::unistd::close(fd);
+    }
 }

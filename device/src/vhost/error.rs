@@ -8,6 +8,8 @@
 use std::io;
 use std::path::PathBuf;
 
+use super::pump::{Side, MAX_FDS};
+use super::relay::MAX_PAYLOAD;
 use crate::pf::VfId;
 
 /// Result alias for the vhost-user shell.
@@ -83,13 +85,106 @@ pub enum Error {
         source: io::Error,
     },
     /// Accepting a frontend failed for a reason other than the peer leaving.
-    #[error("cannot accept a frontend on {} for {vf}: {reason}", path.display())]
+    #[error("cannot accept a frontend on {} for {vf}", path.display())]
     Accept {
         /// The VF served.
         vf: VfId,
         /// The socket path.
         path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// The private directory for the daemon's socket could not be made or
+    /// its path is too long for a socket.
+    #[error(
+        "cannot set up the private daemon socket {} for {vf}; check that the VF socket's directory is writable and its path short",
+        path.display()
+    )]
+    DaemonSocket {
+        /// The VF served.
+        vf: VfId,
+        /// The private socket's path (or its directory's template).
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// The daemon did not take the relay's connection on its private
+    /// socket.
+    #[error("the vhost-user daemon for {vf} did not accept the relay's connection: {reason}")]
+    DaemonAccept {
+        /// The VF served.
+        vf: VfId,
         /// The library's error.
         reason: String,
+    },
+    /// The relay between a frontend and the daemon could not be set up.
+    #[error("cannot {what} for {vf}")]
+    Relay {
+        /// The VF served.
+        vf: VfId,
+        /// What failed ("start the relay thread", ...).
+        what: &'static str,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// Why the relay between a frontend and its daemon ended, other than a side
+/// closing its socket. Logged, never returned: it ends only its own
+/// connection.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum RelayError {
+    /// Reading a message failed.
+    #[error("reading from the {side} failed")]
+    Read {
+        /// Whose socket.
+        side: Side,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// Writing a message failed.
+    #[error("writing to the {side} failed")]
+    Write {
+        /// Whose socket.
+        side: Side,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// The socket closed in the middle of a message.
+    #[error("the {side} closed its socket after {got} of {need} bytes of a message (request {request:?})")]
+    Truncated {
+        /// Who sent it.
+        side: Side,
+        /// The request, once the header was complete.
+        request: Option<u32>,
+        /// Bytes received.
+        got: usize,
+        /// Bytes the message needs.
+        need: usize,
+    },
+    /// A payload larger than the protocol allows.
+    #[error("the {side} sent request {request} with a {size}-byte payload; at most {MAX_PAYLOAD} are allowed")]
+    TooLarge {
+        /// Who sent it.
+        side: Side,
+        /// The request.
+        request: u32,
+        /// The payload size in the header.
+        size: u32,
+    },
+    /// More descriptors than one message may carry.
+    #[error("the {side} sent {count} file descriptors with request {request}; at most {MAX_FDS} are allowed")]
+    TooManyFds {
+        /// Who sent them.
+        side: Side,
+        /// The request.
+        request: u32,
+        /// How many came (all closed again).
+        count: usize,
     },
 }

@@ -9,6 +9,9 @@
 //!   connection: 4 queues (2 [`Pair`]s), VIRTIO_F_VERSION_1,
 //!   VIRTIO_RING_F_EVENT_IDX, VIRTIO_NET_F_MQ/MAC/STATUS, protocol features
 //!   MQ and REPLY_ACK.
+//! - `relay` (sans-IO) and `pump` (its I/O) sit between the frontend and
+//!   the daemon and hold back ring enables the `vhost` crate would refuse
+//!   before SET_FEATURES (see [`VfServer`]'s module docs).
 //! - `chain` reads and writes descriptor chains in guest memory.
 //! - [`virtio_net`] holds the spec constants.
 //!
@@ -21,6 +24,8 @@ mod backend;
 mod chain;
 mod error;
 mod port;
+mod pump;
+mod relay;
 mod serve;
 pub mod virtio_net;
 

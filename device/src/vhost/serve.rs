@@ -14,7 +14,8 @@
 //!    vring worker;
 //! 2. [`VfPort::connected`], *before* accepting, so the port knows the new
 //!    waker before the first frame can arrive;
-//! 3. accept one frontend and serve it until it disconnects;
+//! 3. accept one frontend, link the daemon (below) and relay between the
+//!    two until either side disconnects;
 //! 4. drop the daemon, which stops and joins its vring worker, so no
 //!    `transmit`/`receive` follows;
 //! 5. [`VfPort::disconnected`].
@@ -22,15 +23,36 @@
 //! Every `connected` is followed by exactly one `disconnected`, also when the
 //! connection ends in an error or the loop is stopped while waiting.
 //!
+//! # The relay
+//!
+//! The daemon never sees the frontend's socket. `vhost` 0.18 refuses
+//! VHOST_USER_SET_VRING_ENABLE until SET_FEATURES has acked
+//! VHOST_USER_F_PROTOCOL_FEATURES (it checks the *acked* features), and the
+//! daemon drops the connection at the first refusal; QEMU's vhost-user net
+//! sends SET_VRING_ENABLE earlier, after the protocol features, on every
+//! connection once a guest driver has the device running. Served directly,
+//! each reconnect would end the same way, every `reconnect-ms`, for ever.
+//! So a `pump` copies messages between the frontend and the daemon, and a
+//! `relay` holds early ring enables back (answering them if asked) and
+//! replays them after SET_FEATURES; everything else passes unchanged, file
+//! descriptors included. See `relay` for the rules.
+//!
+//! The daemon can only accept on a listening socket, so each connection
+//! links it through a private socket: bound in a mode-0700 directory next
+//! to the VF socket (made in [`VfServer::bind`], removed on drop), connected
+//! to by the server, accepted by the daemon, and unlinked again at once.
+//! Either side closing or failing shuts both sockets down: the daemon sees
+//! a disconnect and the frontend can reconnect.
+//!
 //! # Stopping
 //!
 //! [`StopHandle::stop`] sets a flag the loop checks between connections,
-//! shuts down the current frontend connection, if any, and wakes an `accept`
-//! that is waiting by connecting to the socket once. The loop then returns
-//! and drops the server, which closes the listener and removes the socket
-//! file. As `connected` comes before `accept`, a loop stopped while waiting
-//! for a frontend still ends with `disconnected`: the port sees a pair for
-//! a connection that never came.
+//! shuts down both sockets of the current connection, if any, and wakes an
+//! `accept` that is waiting by shutting the listening socket down. The loop
+//! then returns and drops the server, which closes the listener and removes
+//! the socket file. As `connected` comes before `accept`, a loop stopped
+//! while waiting for a frontend still ends with `disconnected`: the port
+//! sees a pair for a connection that never came.
 //!
 //! # Socket permissions
 //!
@@ -44,14 +66,14 @@
 use std::fmt;
 use std::io;
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::{FileTypeExt, PermissionsExt};
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
+use std::os::unix::net::{SocketAddr, UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
-use vhost::vhost_user::{Error as VhostUserError, Listener, VhostUserVirtioFeatures};
-use vhost_user_backend::{Error as DaemonError, ShutdownHandle, VhostUserDaemon};
+use vhost::vhost_user::{Error as VhostUserError, Listener};
+use vhost_user_backend::{Error as DaemonError, VhostUserDaemon};
 use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
 use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::event::{new_event_consumer_and_notifier, EventFlag};
@@ -59,6 +81,7 @@ use vmm_sys_util::eventfd::{EventFd, EFD_CLOEXEC, EFD_NONBLOCK};
 
 use super::backend::{VfBackend, WAKER_EVENT};
 use super::error::{Error, Result};
+use super::pump::{Ended, Pump, PumpStop};
 use super::{VfPort, Waker};
 use crate::pf::VfId;
 
@@ -81,9 +104,14 @@ use crate::pf::VfId;
 pub struct VfServer {
     vf: VfId,
     port: Arc<dyn VfPort>,
-    listener: Listener,
+    listener: UnixListener,
+    private: PrivateDir,
     stop: StopHandle,
 }
+
+/// The daemon's side of every connection, as the vhost-user-backend
+/// daemon serves it.
+type Daemon = VhostUserDaemon<Arc<RwLock<VfBackend>>>;
 
 impl fmt::Debug for VfServer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -95,7 +123,8 @@ impl fmt::Debug for VfServer {
 }
 
 impl VfServer {
-    /// Binds `socket` with mode 0600. A stale socket file (nobody accepts
+    /// Binds `socket` with mode 0600 and makes the private directory for
+    /// the daemon's socket next to it. A stale socket file (nobody accepts
     /// on it) is replaced; a live one is an [`Error::InUse`], and any other
     /// file an [`Error::Listen`]. Nothing is accepted until
     /// [`serve`](Self::serve).
@@ -116,13 +145,21 @@ impl VfServer {
             std::fs::remove_file(&path).map_err(listen_err)?;
         }
         let listener = UnixListener::bind(&path).map_err(listen_err)?;
+        let private = match PrivateDir::create(&path, vf) {
+            Ok(private) => private,
+            Err(err) => {
+                let _ = std::fs::remove_file(&path);
+                return Err(err);
+            }
+        };
         // A second descriptor of the listening socket lets `stop` fail a
         // blocked accept(2) with shutdown(2), whatever became of the file.
         let wake = nix::unistd::dup(&listener).map_err(|e| listen_err(io::Error::from(e)))?;
         let server = VfServer {
             vf,
             port,
-            listener: Listener::from(listener),
+            listener,
+            private,
             stop: StopHandle(Arc::new(StopState {
                 socket: path,
                 listener: wake,
@@ -223,50 +260,196 @@ impl VfServer {
         result
     }
 
-    /// Accepts one frontend and waits until it has gone.
-    fn run_connection(
-        &mut self,
-        daemon: &mut VhostUserDaemon<Arc<RwLock<VfBackend>>>,
-    ) -> Result<()> {
-        daemon
-            .start(&mut self.listener)
-            .map_err(|err| Error::Accept {
-                vf: self.vf,
-                path: self.stop.0.socket.clone(),
-                reason: err.to_string(),
-            })?;
+    /// Accepts one frontend, links the daemon and relays until either side
+    /// has gone.
+    fn run_connection(&mut self, daemon: &mut Daemon) -> Result<()> {
+        let vf = self.vf;
+        let frontend = loop {
+            match self.listener.accept() {
+                Ok((stream, _)) => break stream,
+                // The frontend gave up before we got to it.
+                Err(err) if err.kind() == io::ErrorKind::ConnectionAborted => continue,
+                Err(source) => {
+                    return Err(Error::Accept {
+                        vf,
+                        path: self.stop.0.socket.clone(),
+                        source,
+                    })
+                }
+            }
+        };
         tracing::info!("frontend connected");
+        let backend = self.private.link(daemon, vf)?;
+        let pump = Pump::new(frontend, backend);
+        let stop = match pump.stop_handle() {
+            Ok(stop) => stop,
+            Err(source) => {
+                // Closing our end ends the daemon's connection.
+                drop(pump);
+                let _ = daemon.wait();
+                return Err(Error::Relay {
+                    vf,
+                    what: "duplicate the relay's sockets",
+                    source,
+                });
+            }
+        };
         // Publish the connection, then look at the flag: a concurrent `stop`
         // either finds the handle or is seen here (see `StopHandle::stop`).
-        *self.stop.connection() = daemon.shutdown_handle();
+        *self.stop.connection() = Some(stop);
         if self.stop.is_stopped() {
-            daemon.request_shutdown();
-        }
-        let result = daemon.wait();
-        *self.stop.connection() = None;
-        match result {
-            // What `VhostUserDaemon::serve` also counts as a clean end.
-            Ok(())
-            | Err(DaemonError::HandleRequest(
-                VhostUserError::Disconnected | VhostUserError::PartialMessage,
-            )) => tracing::info!("frontend disconnected"),
-            // QEMU's virtio-net disables the queue pairs the guest has not
-            // enabled yet while the device is realized, before SET_FEATURES;
-            // the vhost crate (0.18) refuses SET_VRING_ENABLE until
-            // SET_FEATURES acked VHOST_USER_F_PROTOCOL_FEATURES and drops
-            // the connection. QEMU sends that only at realize, so with
-            // `reconnect-ms` on its chardev the next connection works.
-            Err(DaemonError::HandleRequest(VhostUserError::InactiveFeature(feature)))
-                if feature == VhostUserVirtioFeatures::PROTOCOL_FEATURES =>
-            {
-                tracing::info!(
-                    "frontend enabled a ring before SET_FEATURES, which the vhost crate \
-                     refuses; expecting it to reconnect (QEMU: reconnect-ms on the chardev)"
-                )
+            if let Some(stop) = self.stop.connection().as_ref() {
+                stop.shutdown();
             }
-            Err(err) => tracing::warn!(error = %err, "frontend connection ended with an error"),
         }
+        // Returns once both sockets are shut down, so the daemon has seen
+        // the disconnect (or its own error) and `wait` returns.
+        let ended = pump.run(format!("vhost-relay-{vf}"));
+        *self.stop.connection() = None;
+        let served = daemon.wait();
+        let ended = ended.map_err(|source| Error::Relay {
+            vf,
+            what: "start the relay thread",
+            source,
+        })?;
+        log_end(&ended, served);
         Ok(())
+    }
+}
+
+/// Logs how a connection ended: `info` if a side just closed, a `warn` for
+/// each failure otherwise.
+fn log_end(ended: &Ended, served: std::result::Result<(), DaemonError>) {
+    let mut clean = true;
+    let directions = [
+        ("frontend to daemon", &ended.to_daemon),
+        ("daemon to frontend", &ended.to_frontend),
+    ];
+    for (direction, result) in directions {
+        if let Err(err) = result {
+            clean = false;
+            tracing::warn!(direction, error = %chain(err), "relay failed; connection closed");
+        }
+    }
+    match served {
+        // What `VhostUserDaemon::serve` also counts as a clean end.
+        Ok(())
+        | Err(DaemonError::HandleRequest(
+            VhostUserError::Disconnected | VhostUserError::PartialMessage,
+        )) => {}
+        Err(err) => {
+            clean = false;
+            tracing::warn!(error = %err, "frontend connection ended with an error");
+        }
+    }
+    if clean {
+        tracing::info!("frontend disconnected");
+    }
+}
+
+/// `err` and its sources, joined by ": ".
+fn chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(next) = source {
+        text.push_str(": ");
+        text.push_str(&next.to_string());
+        source = next.source();
+    }
+    text
+}
+
+/// A mode-0700 directory next to the VF socket, for the private socket
+/// that links the daemon to the relay. Only its owner can connect there,
+/// so the one connection the daemon accepts is the server's. Removed, with
+/// the socket, on drop.
+#[derive(Debug)]
+struct PrivateDir {
+    dir: PathBuf,
+    socket: PathBuf,
+}
+
+impl PrivateDir {
+    /// Makes `.vhost-XXXXXX` (random suffix, mode 0700) in the directory of
+    /// `vf_socket`, and checks that the socket path in it fits a socket
+    /// address.
+    fn create(vf_socket: &Path, vf: VfId) -> Result<PrivateDir> {
+        let parent = vf_socket
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let dir = loop {
+            let suffix: String = (0..6).map(|_| fastrand::alphanumeric()).collect();
+            let dir = parent.join(format!(".vhost-{suffix}"));
+            match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+                Ok(()) => break dir,
+                Err(err) if err.kind() == io::ErrorKind::AlreadyExists => continue,
+                Err(source) => {
+                    return Err(Error::DaemonSocket {
+                        vf,
+                        path: dir,
+                        source,
+                    })
+                }
+            }
+        };
+        let private = PrivateDir {
+            socket: dir.join("d"),
+            dir,
+        };
+        // Dropped on error, which removes the directory again.
+        SocketAddr::from_pathname(&private.socket).map_err(|source| Error::DaemonSocket {
+            vf,
+            path: private.socket.clone(),
+            source,
+        })?;
+        Ok(private)
+    }
+
+    /// Gives `daemon` a connection whose other end is returned: binds the
+    /// private socket, connects to it, lets the daemon accept that
+    /// connection (it starts serving it) and unlinks the socket again.
+    fn link(&self, daemon: &mut Daemon, vf: VfId) -> Result<UnixStream> {
+        let socket_err = |source| Error::DaemonSocket {
+            vf,
+            path: self.socket.clone(),
+            source,
+        };
+        // Left over from a link that failed half way.
+        self.unlink();
+        let listener = UnixListener::bind(&self.socket).map_err(socket_err)?;
+        let linked = UnixStream::connect(&self.socket)
+            .map_err(socket_err)
+            // The connection waits in the backlog: the accept takes it at once.
+            .and_then(|stream| {
+                daemon
+                    .start(&mut Listener::from(listener))
+                    .map_err(|err| Error::DaemonAccept {
+                        vf,
+                        reason: err.to_string(),
+                    })?;
+                Ok(stream)
+            });
+        self.unlink();
+        linked
+    }
+
+    fn unlink(&self) {
+        match std::fs::remove_file(&self.socket) {
+            Err(err) if err.kind() != io::ErrorKind::NotFound => {
+                tracing::debug!(%err, socket = %self.socket.display(), "could not remove the daemon socket")
+            }
+            _ => {}
+        }
+    }
+}
+
+impl Drop for PrivateDir {
+    fn drop(&mut self) {
+        self.unlink();
+        if let Err(err) = std::fs::remove_dir(&self.dir) {
+            tracing::debug!(%err, dir = %self.dir.display(), "could not remove the daemon socket directory");
+        }
     }
 }
 
@@ -292,7 +475,8 @@ struct StopState {
     listener: std::os::fd::OwnedFd,
     stopped: AtomicBool,
     serving: AtomicBool,
-    connection: Mutex<Option<ShutdownHandle>>,
+    /// The relay of the connection being served.
+    connection: Mutex<Option<PumpStop>>,
 }
 
 impl fmt::Debug for StopState {
@@ -307,8 +491,9 @@ impl fmt::Debug for StopState {
 
 impl StopHandle {
     /// Asks the loop to return: no new frontend is served, the current one
-    /// is disconnected, and a waiting `accept` is woken by one connection
-    /// to the socket. Returns at once; join the serving thread to wait.
+    /// is disconnected (both sockets of its relay are shut down), and a
+    /// waiting `accept` is woken. Returns at once; join the serving thread
+    /// to wait.
     pub fn stop(&self) {
         if self.0.stopped.swap(true, Ordering::SeqCst) {
             return;
@@ -342,7 +527,7 @@ impl StopHandle {
         self.0.stopped.load(Ordering::SeqCst)
     }
 
-    fn connection(&self) -> MutexGuard<'_, Option<ShutdownHandle>> {
+    fn connection(&self) -> MutexGuard<'_, Option<PumpStop>> {
         self.0
             .connection
             .lock()
