@@ -178,7 +178,12 @@ fn vm(args: VmArgs) -> anyhow::Result<ExitCode> {
             let size = terminal_size()
                 .map(|(rows, cols)| format!("stty rows {rows} cols {cols} </dev/ttyS1; "))
                 .unwrap_or_default();
-            let cmd = format!("{size}exec setsid -c /bin/ash -l </dev/ttyS1 >/dev/ttyS1 2>&1");
+            // The agent makes each command a process group leader, and
+            // busybox's setsid forks (and returns at once) when called by
+            // one: run it from a subshell, which is not a leader, so the
+            // command lasts as long as the shell.
+            let cmd =
+                format!("{size}(exec setsid -c /bin/ash -l </dev/ttyS1 >/dev/ttyS1 2>&1); true");
             rig.vm
                 .agent()
                 .run_unbounded(&cmd)
