@@ -20,8 +20,17 @@ fn median(v: &mut [f64]) -> f64 {
     v[v.len() / 2]
 }
 
-/// Boots the bare image and returns the time from spawning QEMU to its exit.
-fn bare_boot(qemu: &Qemu, accel: qemu::Accel, img: &vfrig_images::Image) -> f64 {
+/// The printk timestamp (seconds) of the first console line containing
+/// `what`.
+fn stamp(console: &str, what: &str) -> Option<f64> {
+    let line = console.lines().find(|l| l.contains(what))?;
+    let inner = line.trim_start().strip_prefix('[')?.split(']').next()?;
+    inner.trim().parse().ok()
+}
+
+/// Boots the bare image. Returns the time from spawning QEMU to its exit,
+/// and the guest uptime at `/init` and at power-off.
+fn bare_boot(qemu: &Qemu, accel: qemu::Accel, img: &vfrig_images::Image) -> (f64, f64, f64) {
     let dir = SocketDir::create().unwrap();
     let qmp = dir.path().join("qmp.sock");
     let agent = dir.path().join("agent.sock");
@@ -56,7 +65,9 @@ fn bare_boot(qemu: &Qemu, accel: qemu::Accel, img: &vfrig_images::Image) -> f64 
         console.contains("Power down"),
         "bare boot did not power off:\n{console}"
     );
-    secs
+    let init = stamp(&console, "Run /init").unwrap_or(f64::NAN);
+    let off = stamp(&console, "Power down").unwrap_or(f64::NAN);
+    (secs, init, off)
 }
 
 #[allow(clippy::print_stdout)]
@@ -82,15 +93,21 @@ fn main() {
         qemu.version
     );
 
+    // Bare and rig boots alternate, so a machine that slows down or speeds
+    // up during the run affects both alike.
     let mut floor = Vec::new();
-    for i in 0..runs {
-        let s = bare_boot(&qemu, accel, &bare);
-        println!("  bare boot to power-off   run {i}: {s:.2} s");
-        floor.push(s);
-    }
+    let (mut floor_init, mut floor_off) = (Vec::new(), Vec::new());
     let mut ready = Vec::new();
     let (mut kernel, mut modules, mut agent) = (Vec::new(), Vec::new(), Vec::new());
     for i in 0..runs {
+        let (s, init, off) = bare_boot(&qemu, accel, &bare);
+        println!(
+            "  bare boot to power-off   run {i}: {s:.2} s (/init at guest uptime {init:.2} s, power-off at {off:.2} s)"
+        );
+        floor.push(s);
+        floor_init.push(init);
+        floor_off.push(off);
+
         let mut vm = VmConfig::new("bench-boot", &img.kernel, &img.initramfs);
         vm.vfs_at_boot = vec![0];
         vm.accel = match accel {
@@ -121,7 +138,13 @@ fn main() {
         agent.push((r.uptime_ms - r.started_ms - mods) as f64 / 1e3);
     }
     let (f, r) = (median(&mut floor), median(&mut ready));
-    println!("floor (bare boot to power-off), median: {f:.2} s");
+    let (fi, fo) = (median(&mut floor_init), median(&mut floor_off));
+    println!(
+        "floor (bare boot to power-off), median: {f:.2} s: kernel to /init {fi:.2} s, /init to power-off {:.2} s, \
+         QEMU start + firmware + exit {:.2} s",
+        fo - fi,
+        f - fo
+    );
     println!(
         "rig (QEMU start to agent ready), median: {r:.2} s = {:.2}x the floor",
         r / f

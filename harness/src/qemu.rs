@@ -349,6 +349,9 @@ pub fn vf_device_props(vf: u16) -> Vec<(String, String)> {
         ("vectors".into(), "6".into()),
         ("disable-legacy".into(), "on".into()),
         ("mac".into(), vf_mac(vf)),
+        // No iPXE option ROM: nothing boots from a VF, and SeaBIOS would
+        // spend boot time initialising it under TCG.
+        ("romfile".into(), String::new()),
     ]
 }
 
@@ -504,7 +507,7 @@ mod tests {
         assert!(has_pair(
             &args,
             "-device",
-            "virtio-net-pci,id=vf0,netdev=vfn0,bus=rp0,mq=on,vectors=6,disable-legacy=on,mac=02:00:00:00:10:00"
+            "virtio-net-pci,id=vf0,netdev=vfn0,bus=rp0,mq=on,vectors=6,disable-legacy=on,mac=02:00:00:00:10:00,romfile="
         ));
         assert!(has_pair(
             &args,
