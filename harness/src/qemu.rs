@@ -57,10 +57,14 @@ pub struct Qemu {
 impl Qemu {
     /// Finds `qemu-system-x86_64` (or `$VFRIG_QEMU`) and checks its version.
     pub fn find() -> Result<Qemu, QemuError> {
-        static FOUND: OnceLock<Result<Qemu, String>> = OnceLock::new();
         let binary: PathBuf = std::env::var_os("VFRIG_QEMU")
             .map(PathBuf::from)
             .unwrap_or_else(|| "qemu-system-x86_64".into());
+        Qemu::at(binary)
+    }
+
+    /// Checks the QEMU at `binary` (a path or a name looked up in `PATH`).
+    pub fn at(binary: PathBuf) -> Result<Qemu, QemuError> {
         let name = binary.display().to_string();
         let out = Command::new(&binary)
             .arg("--version")
@@ -82,7 +86,6 @@ impl Qemu {
                 version,
             });
         }
-        let _ = &FOUND;
         Ok(Qemu { binary, version })
     }
 }
@@ -555,6 +558,20 @@ mod tests {
             ..spec()
         });
         assert!(has_pair(&shell, "-device", "isa-serial,chardev=shell"));
+    }
+
+    #[test]
+    fn a_missing_qemu_names_the_install_command() {
+        let err = Qemu::at("/nonexistent/qemu-system-x86_64".into()).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.starts_with("/nonexistent/qemu-system-x86_64 not found"),
+            "{text}"
+        );
+        assert!(
+            text.contains("apt-get install -y -t bookworm-backports qemu-system-x86"),
+            "{text}"
+        );
     }
 
     #[test]
