@@ -16,7 +16,7 @@
 //!   rtnetlink events (down/up, MAC, VLAN uppers, bonding, netns moves) the
 //!   driver follows.
 //!
-//! Nothing is implemented yet; the mailbox protocol it will speak lives in the
-//! `virtchnl` crate and the PF it will talk to in `vfrig-device`.
+//! The mailbox protocol it speaks lives in the `virtchnl` crate and the PF it
+//! talks to in `vfrig-device`.
 
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]

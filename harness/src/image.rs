@@ -33,29 +33,39 @@ pub enum ImageError {
     },
 }
 
-/// Builds (or finds in the cache) the image: the guest agent as a static
-/// binary, then kernel, modules and initramfs. Concurrent callers (parallel
+/// Builds (or finds in the cache) the image: the guest agent and the VF
+/// driver as static binaries, then kernel, modules and initramfs. Concurrent callers (parallel
 /// tests) wait for each other on a lock file.
 pub fn prepare(opts: &ImageOptions) -> Result<Image, ImageError> {
     let rig = crate::paths::rig_dir();
     let _lock = lock(&rig)?;
     let progress = |msg: &str| crate::ui::say(msg);
-    let agent = vfrig_images::build_guest_binary(
-        &crate::paths::workspace_root(),
-        "vfrig-agent",
-        "vfrig-agent",
-        &crate::paths::target_dir().join("guest"),
-        progress,
-    )?;
+    let guest = |package: &str, bin: &str| {
+        vfrig_images::build_guest_binary(
+            &crate::paths::workspace_root(),
+            package,
+            bin,
+            &crate::paths::target_dir().join("guest"),
+            progress,
+        )
+    };
+    let agent = guest("vfrig-agent", "vfrig-agent")?;
+    let driver = guest("vfrig-guest-driver", "vfrig-driver")?;
     let spec = ImageSpec {
         flavour: opts.flavour,
         kernel: opts.kernel.clone(),
         modules: opts.modules.clone(),
         modules_wanted: opts.flavour.default_modules(),
-        guest_binaries: vec![GuestBinary {
-            name: "vfrig-agent".into(),
-            path: agent,
-        }],
+        guest_binaries: vec![
+            GuestBinary {
+                name: "vfrig-agent".into(),
+                path: agent,
+            },
+            GuestBinary {
+                name: "vfrig-driver".into(),
+                path: driver,
+            },
+        ],
     };
     let image = Builder::new(&rig).progress(progress).build(&spec)?;
     Ok(image)

@@ -1,0 +1,3 @@
+//! `vfrig-driver`: the VF driver process in the guest.
+
+fn main() {}
