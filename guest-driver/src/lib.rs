@@ -20,3 +20,6 @@
 //! talks to in `vfrig-device`.
 
 #![deny(unsafe_code)]
+
+pub mod core;
+pub mod transport;

@@ -1,0 +1,1 @@
+//! The sans-IO adapter core: the iavf-like VF state machine.
