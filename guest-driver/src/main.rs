@@ -1,3 +1,97 @@
 //! `vfrig-driver`: the VF driver process in the guest.
+//!
+//! Subcommands:
+//! - `selftest [--bdf BDF] [--timeout-ms MS] [--listen-ms MS]`: open a VF
+//!   from userspace, run the VERSION / GET_VF_RESOURCES / ENABLE_QUEUES
+//!   exchange with the PF, send one broadcast frame, optionally listen for
+//!   data frames, and print a JSON report on stdout.
+//!
+//! Logs go to stderr (`RUST_LOG`, default `warn`). Exit status 0 on
+//! success, 1 on failure (the error and its causes on stderr), 2 on a bad
+//! command line.
 
-fn main() {}
+use std::io::Write;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use vfrig_guest_driver::transport::selftest::{self, SelftestOptions};
+use vfrig_guest_driver::transport::{Bdf, Selector};
+
+#[derive(Debug, Parser)]
+#[command(name = "vfrig-driver", version, about = "vfrig's userspace VF driver")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Open a VF, talk to the PF over the mailbox, send one frame, and
+    /// print what happened as JSON.
+    Selftest(SelftestArgs),
+}
+
+#[derive(Debug, Args)]
+struct SelftestArgs {
+    /// PCI address of the VF (default: the first 1af4:1041 function not
+    /// held by another vfrig-driver).
+    #[arg(long, value_parser = parse_bdf)]
+    bdf: Option<Bdf>,
+    /// How long each PF reply may take, in milliseconds.
+    #[arg(long, default_value_t = 10_000)]
+    timeout_ms: u64,
+    /// After sending, keep receiving data frames this long and list them.
+    #[arg(long, default_value_t = 0)]
+    listen_ms: u64,
+}
+
+fn parse_bdf(text: &str) -> Result<Bdf, String> {
+    Bdf::parse(text).map_err(|err| err.to_string())
+}
+
+/// An error with its causes, `: `-separated.
+fn chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+fn selftest(args: SelftestArgs) -> Result<(), String> {
+    let opts = SelftestOptions {
+        selector: args.bdf.map_or(Selector::FirstUnused, Selector::Bdf),
+        timeout: Duration::from_millis(args.timeout_ms),
+        listen: Duration::from_millis(args.listen_ms),
+    };
+    let report = selftest::run(&opts).map_err(|err| format!("selftest failed: {}", chain(&err)))?;
+    let json = serde_json::to_string_pretty(&report)
+        .map_err(|err| format!("cannot serialise the report: {err}"))?;
+    writeln!(std::io::stdout().lock(), "{json}")
+        .map_err(|err| format!("cannot write the report: {err}"))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match cli.command {
+        Command::Selftest(args) => selftest(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            let _ = writeln!(std::io::stderr().lock(), "vfrig-driver: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
