@@ -6,6 +6,12 @@
 //!   exchange with the PF, send one broadcast frame, optionally listen for
 //!   data frames, and print a JSON report on stdout.
 //!
+//! - `run --vf N [--bdf BDF] [--vlan-fsm fixed|legacy]`: the driver: opens
+//!   VF N (the N-th 1af4:1041 function in BDF order unless `--bdf` names
+//!   one), creates the TAP `vfN`, follows what the kernel does to it and
+//!   serves its status on `/run/vfrig/vfN.sock` until SIGTERM or SIGINT.
+//! - `status --vf N`: prints the running driver's status (one JSON line).
+//!
 //! Logs go to stderr (`RUST_LOG`, default `warn`). Exit status 0 on
 //! success, 1 on failure (the error and its causes on stderr), 2 on a bad
 //! command line.
@@ -15,6 +21,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use vfrig_guest_driver::core::VlanFsm;
+use vfrig_guest_driver::driver::{self, DriverOptions};
 use vfrig_guest_driver::transport::selftest::{self, SelftestOptions};
 use vfrig_guest_driver::transport::{Bdf, Selector};
 
@@ -30,6 +38,32 @@ enum Command {
     /// Open a VF, talk to the PF over the mailbox, send one frame, and
     /// print what happened as JSON.
     Selftest(SelftestArgs),
+    /// Run the driver for one VF until SIGTERM or SIGINT.
+    Run(RunArgs),
+    /// Print a running driver's status as one JSON line.
+    Status(StatusArgs),
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// The VF's number: the TAP is `vfN`, the status socket
+    /// /run/vfrig/vfN.sock.
+    #[arg(long)]
+    vf: u16,
+    /// PCI address of the VF (default: the N-th 1af4:1041 function in BDF
+    /// order).
+    #[arg(long, value_parser = parse_bdf)]
+    bdf: Option<Bdf>,
+    /// The VLAN filter state machine.
+    #[arg(long, default_value_t = VlanFsm::Fixed)]
+    vlan_fsm: VlanFsm,
+}
+
+#[derive(Debug, Args)]
+struct StatusArgs {
+    /// The VF's number.
+    #[arg(long)]
+    vf: u16,
 }
 
 #[derive(Debug, Args)]
@@ -75,6 +109,27 @@ fn selftest(args: SelftestArgs) -> Result<(), String> {
         .map_err(|err| format!("cannot write the report: {err}"))
 }
 
+fn run(args: RunArgs) -> Result<(), String> {
+    let opts = DriverOptions {
+        vf: args.vf,
+        bdf: args.bdf,
+        vlan_fsm: args.vlan_fsm,
+    };
+    driver::run(&opts).map_err(|err| format!("driver for VF {} failed: {}", args.vf, chain(&err)))
+}
+
+fn status(args: StatusArgs) -> Result<(), String> {
+    let text = driver::read_status(args.vf).map_err(|err| {
+        format!(
+            "cannot read {}: {err}; is `vfrig-driver run --vf {}` running?",
+            driver::status_path(args.vf).display(),
+            args.vf
+        )
+    })?;
+    write!(std::io::stdout().lock(), "{text}")
+        .map_err(|err| format!("cannot write the status: {err}"))
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
@@ -86,6 +141,8 @@ fn main() -> ExitCode {
         .init();
     let result = match cli.command {
         Command::Selftest(args) => selftest(args),
+        Command::Run(args) => run(args),
+        Command::Status(args) => status(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

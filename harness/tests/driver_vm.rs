@@ -1,0 +1,422 @@
+//! VM test of the guest driver end to end: `vfrig-driver run` takes VF 0,
+//! creates the TAP `vf0`, and what the guest kernel does to `vf0` (up,
+//! a VLAN upper, down/up, a move to another netns) must reach the PF's
+//! tables through the adapter core, with the fixed VLAN state machine's
+//! promises kept: the VLAN survives down/up without a DEL, and the netns
+//! move removes it with exactly one DEL.
+//!
+//! Prints the latencies it measures (`ip link set up` → queues enabled on
+//! the PF, `ip link add ... type vlan` → VLAN in the PF table) and the
+//! driver's idle CPU use; it asserts on behaviour only, never on timing.
+//!
+//! Needs QEMU 10 and the guest image (built on first use), like `vm.rs`.
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use vfrig_device::engine::Outcome;
+use vfrig_device::pf::Tables;
+use vfrig_harness::image::{self, ImageOptions};
+use vfrig_harness::qemu::vf_mac;
+use vfrig_harness::vm::scaled;
+use vfrig_harness::{Rig, RigConfig, VmConfig};
+
+const T: Duration = Duration::from_secs(60);
+
+/// The driver's background job in the guest.
+const DRIVER: &str = "driver";
+
+/// Polls `probe` until it returns `Some`, failing with `what` and the
+/// last value seen (`busywait`). Returns the value and how long it took.
+fn wait_until<T, L: std::fmt::Debug>(
+    timeout: Duration,
+    what: &str,
+    mut probe: impl FnMut() -> Result<T, L>,
+    context: impl Fn() -> String,
+) -> (T, Duration) {
+    let start = Instant::now();
+    let timeout = scaled(timeout);
+    loop {
+        match probe() {
+            Ok(value) => return (value, start.elapsed()),
+            Err(last) if start.elapsed() > timeout => {
+                panic!(
+                    "timed out after {:?} waiting for {what}; last seen: {last:?}\n{}",
+                    start.elapsed(),
+                    context()
+                )
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(5)),
+        }
+    }
+}
+
+fn millis(d: Duration) -> f64 {
+    (d.as_secs_f64() * 100_000.0).round() / 100.0
+}
+
+#[test]
+fn vm_driver_follows_up_vlan_downup_and_netns_move() {
+    let img = image::prepare(&ImageOptions::default()).expect("image build failed");
+    let mut vm = VmConfig::new("test-driver-vm", &img.kernel, &img.initramfs);
+    vm.vfs_at_boot = vec![0];
+    let rig = Rig::start(&RigConfig {
+        vfs: 1,
+        policy: None,
+        seed: 0,
+        vm,
+    })
+    .unwrap_or_else(|err| panic!("{err}"));
+    let agent = rig.vm.agent();
+    let sh = |cmd: &str| {
+        agent
+            .sh(cmd, scaled(T))
+            .unwrap_or_else(|err| panic!("{err}"))
+            .stdout
+    };
+    let tables = || rig.daemon.device().with(|engine, _| engine.tables());
+    let ops = || -> Vec<(String, Outcome)> {
+        rig.daemon.device().with(|engine, _| {
+            engine
+                .transcript()
+                .iter()
+                .map(|e| (e.op.clone(), e.outcome.clone()))
+                .collect()
+        })
+    };
+    let driver_log = || match agent.stop(DRIVER) {
+        Ok(out) => format!("driver stderr:\n{}", out.stderr),
+        Err(err) => format!("(driver output unavailable: {err})"),
+    };
+    let vlans_of_vf0 = |t: &Tables| t.vf(0).map(|v| v.vlans.clone()).unwrap_or_default();
+
+    agent
+        .spawn(DRIVER, "RUST_LOG=info exec vfrig-driver run --vf 0")
+        .unwrap_or_else(|err| panic!("{err}"));
+    let (_, start_time) = wait_until(
+        T,
+        "vf0 to exist and the driver to negotiate with the PF",
+        || {
+            let out = agent
+                .run("ip link show vf0 && vfrig-driver status --vf 0", scaled(T))
+                .map_err(|e| e.to_string())?;
+            let ready = out.success() && out.stdout.contains(r#""phase":"down""#);
+            if ready {
+                Ok(out.stdout)
+            } else {
+                Err(format!("{}{}", out.stdout, out.stderr))
+            }
+        },
+        driver_log,
+    );
+    let link = sh("ip link show vf0");
+    assert!(link.contains(&vf_mac(0)), "vf0 has the VF's MAC: {link}");
+    assert!(!link.contains("LOWER_UP"), "no carrier while down: {link}");
+
+    // Up: the adapter adds its MAC filter and enables the queues.
+    let t = Instant::now();
+    sh("ip link set vf0 up");
+    let (_, _) = wait_until(
+        T,
+        "the PF to enable vf0's queues",
+        || {
+            let q = tables().vf(0).map(|v| v.queues);
+            match q {
+                Some(q) if q.rx != 0 && q.tx != 0 => Ok(()),
+                other => Err(other),
+            }
+        },
+        driver_log,
+    );
+    let up_to_queues = t.elapsed();
+    let (_, _) = wait_until(
+        T,
+        "carrier on vf0",
+        || {
+            let out = sh("ip link show vf0");
+            if out.contains("LOWER_UP") {
+                Ok(())
+            } else {
+                Err(out)
+            }
+        },
+        driver_log,
+    );
+    assert!(
+        tables()
+            .vf(0)
+            .is_some_and(|v| v.macs.iter().any(|m| m.to_string() == vf_mac(0))),
+        "the PF has vf0's MAC filter: {:?}",
+        tables().vf(0).map(|v| v.macs.clone())
+    );
+
+    // A VLAN upper becomes a PF VLAN filter.
+    let t = Instant::now();
+    sh("ip link add link vf0 name vf0.100 type vlan id 100");
+    wait_until(
+        T,
+        "VLAN 100 in the PF table of vf0",
+        || {
+            let vlans = vlans_of_vf0(&tables());
+            if vlans.contains(&100) {
+                Ok(())
+            } else {
+                Err(vlans)
+            }
+        },
+        driver_log,
+    );
+    let vlan_to_pf = t.elapsed();
+
+    // Down and up: the fixed state machine keeps the filter on the PF.
+    sh("ip link set vf0 down && ip link set vf0 up");
+    let (_, _) = wait_until(
+        T,
+        "the queues enabled again after down/up",
+        || {
+            let adds = ops().iter().filter(|(op, _)| op == "ENABLE_QUEUES").count();
+            let q = tables().vf(0).map(|v| v.queues);
+            match q {
+                Some(q) if adds >= 2 && q.rx != 0 => Ok(()),
+                other => Err((adds, other)),
+            }
+        },
+        driver_log,
+    );
+    let dels = |ops: &[(String, Outcome)]| -> usize {
+        ops.iter()
+            .filter(|(op, _)| op.starts_with("DEL_VLAN"))
+            .count()
+    };
+    let after_downup = ops();
+    assert!(
+        vlans_of_vf0(&tables()).contains(&100),
+        "VLAN 100 survives down/up"
+    );
+    assert_eq!(
+        dels(&after_downup),
+        0,
+        "no DEL_VLAN on down/up: {after_downup:?}"
+    );
+
+    // Idle CPU of the driver, over three seconds of nothing to do.
+    let cpu = sh(
+        "p=$(pidof vfrig-driver); t0=$(cut -d' ' -f14,15 /proc/$p/stat); \
+         sleep 3; t1=$(cut -d' ' -f14,15 /proc/$p/stat); echo $t0 $t1",
+    );
+    let ticks: Vec<u64> = cpu
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    let idle_cpu_ticks = match ticks.as_slice() {
+        [u0, s0, u1, s1] => (u1 + s1).saturating_sub(u0 + s0),
+        _ => panic!("cannot parse the driver's CPU times: {cpu:?}"),
+    };
+
+    // A move to another netns: down, and VLAN 100 removed with one DEL.
+    sh("ip netns add ns1 && ip link set vf0 netns ns1");
+    wait_until(
+        T,
+        "VLAN 100 to leave the PF table after the netns move",
+        || {
+            let vlans = vlans_of_vf0(&tables());
+            if vlans.is_empty() {
+                Ok(())
+            } else {
+                Err(vlans)
+            }
+        },
+        driver_log,
+    );
+    let after_move = ops();
+    assert_eq!(
+        dels(&after_move),
+        1,
+        "exactly one DEL_VLAN after the move: {after_move:?}"
+    );
+    assert!(
+        after_move
+            .iter()
+            .all(|(_, outcome)| *outcome == Outcome::Replied("SUCCESS".into())),
+        "every request succeeded: {after_move:?}"
+    );
+
+    // The interface is followed into ns1: up there is seen.
+    sh("ip -n ns1 link set vf0 up");
+    let (status, _) = wait_until(
+        T,
+        "the driver to see vf0 up in ns1",
+        || {
+            let text = sh("vfrig-driver status --vf 0");
+            let status: Value = serde_json::from_str(text.trim()).map_err(|e| e.to_string())?;
+            if status["adapter"]["phase"] == "running" {
+                Ok(status)
+            } else {
+                Err(text)
+            }
+        },
+        driver_log,
+    );
+    assert_eq!(status["ifname"], "vf0", "{status:#}");
+    assert!(
+        status["link"]["nsid"].is_i64(),
+        "followed into ns1: {status:#}"
+    );
+    assert_eq!(
+        status["adapter"]["vlans"],
+        Value::Array(vec![]),
+        "{status:#}"
+    );
+    assert_eq!(status["driver"]["netdev_refused"], 0, "{status:#}");
+    assert_eq!(status["adapter"]["counters"]["malformed"], 0, "{status:#}");
+
+    let out = agent.stop(DRIVER).unwrap_or_else(|err| panic!("{err}"));
+    assert!(
+        out.stderr.contains("stopping"),
+        "the driver stops cleanly on SIGTERM:\n{}",
+        out.stderr
+    );
+    let link = sh("ip -n ns1 link show vf0 2>&1 || true");
+    assert!(
+        link.contains("does not exist") || link.is_empty(),
+        "vf0 is gone once the driver exits: {link}"
+    );
+
+    #[allow(clippy::print_stderr)]
+    {
+        eprintln!(
+            "driver_vm timings (TCG, host clock, including one agent round trip): \
+             driver start to negotiated {:.2} ms; ip link set up -> PF queues enabled {:.2} ms; \
+             ip link add vlan -> PF has VLAN {:.2} ms; idle CPU {} ticks (1/100 s) in 3 s = {:.1}% of a vCPU",
+            millis(start_time),
+            millis(up_to_queues),
+            millis(vlan_to_pf),
+            idle_cpu_ticks,
+            idle_cpu_ticks as f64 / 3.0
+        );
+    }
+    rig.shutdown().unwrap_or_else(|err| panic!("{err}"));
+}
+
+#[test]
+fn vm_driver_two_vfs_ping_through_the_pf_switch() {
+    let img = image::prepare(&ImageOptions::default()).expect("image build failed");
+    let mut vm = VmConfig::new("test-driver-ping", &img.kernel, &img.initramfs);
+    vm.vfs_at_boot = vec![0, 1];
+    let rig = Rig::start(&RigConfig {
+        vfs: 2,
+        policy: None,
+        seed: 0,
+        vm,
+    })
+    .unwrap_or_else(|err| panic!("{err}"));
+    let agent = rig.vm.agent();
+    let sh = |cmd: &str| {
+        agent
+            .sh(cmd, scaled(T))
+            .unwrap_or_else(|err| panic!("{err}"))
+            .stdout
+    };
+    let logs = || {
+        ["driver0", "driver1"]
+            .iter()
+            .map(|name| match agent.stop(name) {
+                Ok(out) => format!("{name} stderr:\n{}", out.stderr),
+                Err(err) => format!("({name} output unavailable: {err})"),
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    for vf in 0..2 {
+        agent
+            .spawn(
+                &format!("driver{vf}"),
+                &format!("RUST_LOG=info exec vfrig-driver run --vf {vf}"),
+            )
+            .unwrap_or_else(|err| panic!("{err}"));
+    }
+    wait_until(
+        T,
+        "vf0 and vf1 to exist",
+        || {
+            let out = agent
+                .run("ip link show vf0 && ip link show vf1", scaled(T))
+                .map_err(|e| e.to_string())?;
+            if out.success() {
+                Ok(())
+            } else {
+                Err(out.stderr)
+            }
+        },
+        logs,
+    );
+    sh("ip netns add ns1 && ip link set vf1 netns ns1 \
+        && ip addr add 10.9.0.1/24 dev vf0 && ip link set vf0 up \
+        && ip -n ns1 addr add 10.9.0.2/24 dev vf1 && ip -n ns1 link set vf1 up");
+    wait_until(
+        T,
+        "both drivers running with carrier",
+        || {
+            let phases: Vec<(Value, Value)> = (0..2)
+                .map(|vf| {
+                    let text = agent
+                        .run(&format!("vfrig-driver status --vf {vf}"), scaled(T))
+                        .map(|o| o.stdout)
+                        .unwrap_or_default();
+                    let status: Value = serde_json::from_str(text.trim()).unwrap_or(Value::Null);
+                    (
+                        status["adapter"]["phase"].clone(),
+                        status["adapter"]["carrier"].clone(),
+                    )
+                })
+                .collect();
+            if phases
+                .iter()
+                .all(|(phase, carrier)| phase == "running" && *carrier == Value::Bool(true))
+            {
+                Ok(())
+            } else {
+                Err(phases)
+            }
+        },
+        logs,
+    );
+    let out = agent
+        .run("ping -c 3 -W 5 10.9.0.2", scaled(T))
+        .unwrap_or_else(|err| panic!("{err}"));
+    assert!(
+        out.success(),
+        "ping from vf0 to vf1 in ns1 through the PF switch failed:\n{}\n{}\n{}",
+        out.stdout,
+        out.stderr,
+        logs()
+    );
+    let tables = rig.daemon.device().with(|engine, _| engine.tables());
+    for vf in 0..2 {
+        let t = tables
+            .vf(vf)
+            .map(|v| v.traffic)
+            .expect("both VFs in the tables");
+        assert!(
+            t.tx_frames >= 3,
+            "vf{vf} sent at least the three echoes or replies: {t:?}"
+        );
+    }
+    let rtt = out
+        .stdout
+        .lines()
+        .find(|l| l.contains("round-trip") || l.contains("rtt"))
+        .unwrap_or("no round-trip line")
+        .to_owned();
+    for vf in 0..2 {
+        let stopped = agent
+            .stop(&format!("driver{vf}"))
+            .unwrap_or_else(|err| panic!("{err}"));
+        assert!(stopped.stderr.contains("stopping"), "{}", stopped.stderr);
+    }
+    #[allow(clippy::print_stderr)]
+    {
+        eprintln!("driver_vm ping vf0 -> vf1 (ns1) through the PF switch, TCG: {rtt}");
+    }
+    rig.shutdown().unwrap_or_else(|err| panic!("{err}"));
+}
