@@ -2,8 +2,9 @@
 //! creates the TAP `vf0`, and what the guest kernel does to `vf0` (up,
 //! a VLAN upper, down/up, a move to another netns) must reach the PF's
 //! tables through the adapter core, with the fixed VLAN state machine's
-//! promises kept: the VLAN survives down/up without a DEL, and the netns
-//! move removes it with exactly one DEL.
+//! promises kept: the VLAN survives down/up without a DEL, survives a move
+//! to another netns (the kernel keeps the upper, linked across), and leaves
+//! the PF with exactly one DEL when the upper is deleted.
 //!
 //! Prints the latencies it measures (`ip link set up` → queues enabled on
 //! the PF, `ip link add ... type vlan` → VLAN in the PF table) and the
@@ -213,11 +214,31 @@ fn vm_driver_follows_up_vlan_downup_and_netns_move() {
         _ => panic!("cannot parse the driver's CPU times: {cpu:?}"),
     };
 
-    // A move to another netns: down, and VLAN 100 removed with one DEL.
+    // A move to another netns closes vf0, but the kernel leaves the VLAN
+    // upper behind in this namespace, linked across, with VID 100 still
+    // registered on vf0: the filter stays. Deleting the upper is the
+    // kill_vid, which must reach the PF exactly once.
     sh("ip netns add ns1 && ip link set vf0 netns ns1");
     wait_until(
         T,
-        "VLAN 100 to leave the PF table after the netns move",
+        "the driver to see vf0 move to ns1",
+        || {
+            let text = sh("vfrig-driver status --vf 0");
+            let status: Value = serde_json::from_str(text.trim()).map_err(|e| e.to_string())?;
+            if status["link"]["nsid"].is_i64() {
+                Ok(())
+            } else {
+                Err(text)
+            }
+        },
+        driver_log,
+    );
+    assert_eq!(vlans_of_vf0(&tables()), vec![100], "the upper still exists");
+    assert_eq!(dels(&ops()), 0, "no DEL_VLAN for a move: {:?}", ops());
+    sh("ip link del vf0.100");
+    wait_until(
+        T,
+        "VLAN 100 to leave the PF table once its upper is deleted",
         || {
             let vlans = vlans_of_vf0(&tables());
             if vlans.is_empty() {
@@ -232,7 +253,7 @@ fn vm_driver_follows_up_vlan_downup_and_netns_move() {
     assert_eq!(
         dels(&after_move),
         1,
-        "exactly one DEL_VLAN after the move: {after_move:?}"
+        "exactly one DEL_VLAN, for the deleted upper: {after_move:?}"
     );
     assert!(
         after_move

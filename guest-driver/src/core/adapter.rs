@@ -423,11 +423,11 @@ impl Adapter {
                     LogLevel::Info,
                     "moved to another network namespace".to_owned(),
                 );
+                // The kernel closes the device on the way. Its VLAN uppers
+                // stay registered (they remain in the old namespace, linked
+                // across), so no filter goes: kill_vid comes only when an
+                // upper is deleted, as its own event.
                 self.set_up(false);
-                let vlans: Vec<Vlan> = self.netdev.vlans.iter().copied().collect();
-                for vlan in vlans {
-                    self.del_vlan(vlan);
-                }
             }
             NetdevEvent::Removed => self.remove(),
         }

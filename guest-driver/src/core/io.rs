@@ -36,8 +36,10 @@ pub enum NetdevEvent {
     /// The netdev was released from its master.
     Released,
     /// The netdev moved to another network namespace. The kernel closes it
-    /// and deletes its VLAN uppers on the way: the adapter goes down and
-    /// removes every VLAN filter, as the `ndo_*` calls would.
+    /// on the way (the adapter goes down); its VLAN uppers stay in the old
+    /// namespace, still linked to it, so their filters stay too. Deleting an
+    /// upper later (or the namespace it lives in) is a separate
+    /// [`NetdevEvent::VlanRemoved`].
     NetnsMoved,
     /// The netdev is gone (driver unbound): the adapter asks the PF for a VF
     /// reset, as iavf_remove does, and stops.

@@ -22,14 +22,16 @@
 //!
 //! # VLANs
 //!
-//! A VLAN of the interface is a `vlan` link whose lower device
-//! (IFLA_LINK, in the same namespace: no IFLA_LINK_NETNSID) is the
-//! interface or the master it is enslaved to (a bond passes its VLANs to
+//! A VLAN of the interface is a `vlan` link whose lower device (IFLA_LINK,
+//! in IFLA_LINK_NETNSID's namespace if present, else the upper's own) is
+//! the interface or the master it is enslaved to (a bond passes its VLANs to
 //! every slave). The tracker keeps every VLAN link it has seen with its
 //! lower device, recomputes the interface's VLAN set after each message and
 //! reports the difference, so enslaving, releasing and deleting all come
-//! out right. On a netns move the set is dropped without events: the core
-//! removes every VLAN itself on [`NetdevEvent::NetnsMoved`].
+//! out right. A netns move does not delete the uppers: the kernel leaves
+//! them in the old namespace, linked across, with their VIDs still
+//! registered on the moved device. The tracker re-points them to the
+//! interface's new identity, so they stay its VLANs until deleted.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{self, IoSliceMut};
@@ -241,11 +243,21 @@ impl LinkTracker {
             events.push(NetdevEvent::Released);
         }
         // The kernel closes the interface on the way; in the new namespace
-        // it starts down, and the core drops its VLANs itself.
+        // it starts down. Its VLAN uppers stay behind, linked across: they
+        // now name the new identity as their lower device.
         self.up = false;
         self.promisc = false;
         self.allmulti = false;
-        self.vlans.clear();
+        match (old, self.me) {
+            (Some(old), Some(new)) => {
+                for v in self.vlan_links.values_mut() {
+                    if v.lower == Some(old) {
+                        v.lower = Some(new);
+                    }
+                }
+            }
+            _ => self.vlans.clear(),
+        }
         events.push(NetdevEvent::NetnsMoved);
     }
 
@@ -316,10 +328,15 @@ fn vlan_of(nsid: Option<i32>, link: &LinkMessage) -> Option<VlanLink> {
     if !is_vlan {
         return None;
     }
-    // Only a lower device in the same namespace can be named: a VLAN left
-    // behind when its lower device moved away no longer counts.
-    let lower = match (lower_index, lower_nsid) {
-        (Some(ifindex), None) => Some(LinkId { nsid, ifindex }),
+    // IFLA_LINK_NETNSID is relative to the upper's namespace, so it can be
+    // named when the upper is in the driver's own namespace (a VLAN left
+    // behind when its lower device moved away).
+    let lower = match (lower_index, lower_nsid, nsid) {
+        (Some(ifindex), None, _) => Some(LinkId { nsid, ifindex }),
+        (Some(ifindex), Some(lower_nsid), None) => Some(LinkId {
+            nsid: Some(lower_nsid),
+            ifindex,
+        }),
         _ => None,
     };
     Some(VlanLink {
@@ -737,9 +754,11 @@ mod tests {
             vec![
                 vec![Up],
                 vec![VlanAdded(Vlan::dot1q(100))],
+                // The upper stays, linked across: still our VLAN.
                 vec![NetnsMoved],
                 vec![],
-                vec![],
+                // Deleting it (or its namespace) is the kill_vid.
+                vec![VlanRemoved(Vlan::dot1q(100))],
                 vec![Up],
                 vec![VlanAdded(Vlan::dot1q(200))],
                 vec![],
