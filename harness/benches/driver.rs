@@ -1,0 +1,3 @@
+//! Guest driver benchmark (being written).
+
+fn main() {}
