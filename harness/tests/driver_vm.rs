@@ -441,3 +441,206 @@ fn vm_driver_two_vfs_ping_through_the_pf_switch() {
     }
     rig.shutdown().unwrap_or_else(|err| panic!("{err}"));
 }
+
+#[test]
+fn vm_driver_vlan_the_pf_refused_is_an_anti_spoof_drop() {
+    // The host allows vf0 a single VLAN filter. The driver learns the limit
+    // from the PF's VLAN_V2 caps and refuses the second upper itself (as
+    // iavf does), but the kernel keeps that upper: what it sends is tagged
+    // with a VLAN the PF has no filter for, which the PF's VLAN anti-spoof
+    // check drops.
+    let dir = vfrig_harness::rundir::SocketDir::create().expect("a temporary directory");
+    let policy = dir.path().join("policy.toml");
+    std::fs::write(&policy, "[vf0]\nmax_vlans = 1\nspoofchk = true\n").expect("policy file");
+    let img = image::prepare(&ImageOptions::default()).expect("image build failed");
+    let mut vm = VmConfig::new("test-driver-vlan-spoof", &img.kernel, &img.initramfs);
+    vm.vfs_at_boot = vec![0];
+    let rig = Rig::start(&RigConfig {
+        vfs: 1,
+        policy: Some(policy),
+        seed: 0,
+        vm,
+    })
+    .unwrap_or_else(|err| panic!("{err}"));
+    let agent = rig.vm.agent();
+    let sh = |cmd: &str| {
+        agent
+            .sh(cmd, scaled(T))
+            .unwrap_or_else(|err| panic!("{err}"))
+            .stdout
+    };
+    let tables = || rig.daemon.device().with(|engine, _| engine.tables());
+    let vf0 = || tables().vf(0).cloned().expect("vf0 in the PF tables");
+    let driver_log = || match agent.stop(DRIVER) {
+        Ok(out) => format!("driver stderr:\n{}", out.stderr),
+        Err(err) => format!("(driver output unavailable: {err})"),
+    };
+    let status = || -> Value {
+        let text = sh("vfrig-driver status --vf 0");
+        serde_json::from_str(text.trim()).unwrap_or_else(|err| panic!("{err}: {text}"))
+    };
+
+    agent
+        .spawn(DRIVER, "RUST_LOG=info exec vfrig-driver run --vf 0")
+        .unwrap_or_else(|err| panic!("{err}"));
+    wait_until(
+        T,
+        "vf0 to exist and the driver to negotiate with the PF",
+        || {
+            let out = agent
+                .run("ip link show vf0 && vfrig-driver status --vf 0", scaled(T))
+                .map_err(|e| e.to_string())?;
+            if out.success() && out.stdout.contains(r#""phase":"down""#) {
+                Ok(())
+            } else {
+                Err(format!("{}{}", out.stdout, out.stderr))
+            }
+        },
+        driver_log,
+    );
+    // IPv6 (if the kernel has it) would send its own frames on every upper
+    // at unpredictable times; only the frames this test sends should count.
+    sh("for f in /proc/sys/net/ipv6/conf/default/disable_ipv6 \
+        /proc/sys/net/ipv6/conf/vf0/disable_ipv6; do [ -e $f ] && echo 1 > $f; done; true");
+    sh("ip link set vf0 up");
+    wait_until(
+        T,
+        "the driver running with carrier",
+        || {
+            let s = status();
+            if s["adapter"]["phase"] == "running" && s["adapter"]["carrier"] == Value::Bool(true) {
+                Ok(())
+            } else {
+                Err(s)
+            }
+        },
+        driver_log,
+    );
+    assert_eq!(vf0().vlan_limit, 1, "the policy holds vf0 to one VLAN");
+
+    sh("ip link add link vf0 name vf0.100 type vlan id 100");
+    wait_until(
+        T,
+        "VLAN 100 in the PF table of vf0",
+        || {
+            let t = vf0();
+            if t.vlans == [100] {
+                Ok(())
+            } else {
+                Err(t.vlans)
+            }
+        },
+        driver_log,
+    );
+    assert!(
+        vf0().antispoof.vlan,
+        "VLAN anti-spoof is on from the first VLAN"
+    );
+    let refused_before = status()["driver"]["netdev_refused"]
+        .as_u64()
+        .expect("netdev_refused is a number");
+
+    // The kernel creates the upper whatever the driver says; the driver
+    // refuses VLAN 200 and never asks the PF for it.
+    sh("ip link add link vf0 name vf0.200 type vlan id 200");
+    let (after, _) = wait_until(
+        T,
+        "the driver to refuse VLAN 200",
+        || {
+            let s = status();
+            match s["driver"]["netdev_refused"].as_u64() {
+                Some(n) if n > refused_before => Ok(s),
+                _ => Err(s),
+            }
+        },
+        driver_log,
+    );
+    let vids: Vec<u64> = after["adapter"]["vlans"]
+        .as_array()
+        .map(|v| v.iter().filter_map(|f| f["vid"].as_u64()).collect())
+        .unwrap_or_default();
+    assert_eq!(vids, vec![100], "the driver holds VLAN 100 only: {after:#}");
+    assert_eq!(
+        after["driver"]["netdev_refused"].as_u64(),
+        Some(refused_before + 1),
+        "exactly one refusal, for VLAN 200: {after:#}"
+    );
+    assert_eq!(vf0().vlans, vec![100], "the PF has no VLAN 200 for vf0");
+
+    // Traffic on VLAN 100 passes the anti-spoof check.
+    sh("ip addr add 10.10.0.1/24 dev vf0.100 && ip link set vf0.100 up");
+    let before = vf0().traffic;
+    let _ = agent.run("arping -c 3 -I vf0.100 10.10.0.2", scaled(T));
+    let mid = vf0().traffic;
+    assert_eq!(
+        mid.drops.anti_spoof_vlan, 0,
+        "nothing on VLAN 100 is an anti-spoof drop: {mid:?}"
+    );
+    assert!(
+        mid.tx_frames >= before.tx_frames + 3,
+        "the switch accepted the three ARP requests on VLAN 100: {before:?} -> {mid:?}"
+    );
+
+    // Traffic on VLAN 200 is dropped by the PF's VLAN anti-spoof check.
+    sh("ip addr add 10.20.0.1/24 dev vf0.200 && ip link set vf0.200 up");
+    let _ = agent.run("arping -c 3 -I vf0.200 10.20.0.2", scaled(T));
+    let (dropped, _) = wait_until(
+        T,
+        "the PF to count the frames sent on VLAN 200 as anti-spoof drops",
+        || {
+            let t = vf0().traffic;
+            if t.drops.anti_spoof_vlan >= 3 {
+                Ok(t)
+            } else {
+                Err(t)
+            }
+        },
+        driver_log,
+    );
+    assert_eq!(
+        dropped.tx_frames, mid.tx_frames,
+        "the switch accepted nothing sent on VLAN 200: {mid:?} -> {dropped:?}"
+    );
+    let counted = status()["driver"]["frames_to_pf"].as_u64().unwrap_or(0);
+    assert!(
+        counted >= 6,
+        "the driver passed every frame to the PF: {counted}"
+    );
+
+    // With the VLAN 200 upper down, VLAN 100 traffic adds no such drop.
+    sh("ip link set vf0.200 down");
+    let _ = agent.run("arping -c 3 -I vf0.100 10.10.0.2", scaled(T));
+    let last = vf0().traffic;
+    assert_eq!(
+        last.drops.anti_spoof_vlan, dropped.drops.anti_spoof_vlan,
+        "VLAN 100 traffic is never dropped as spoofed: {dropped:?} -> {last:?}"
+    );
+    assert!(
+        last.tx_frames >= dropped.tx_frames + 3,
+        "VLAN 100 frames still reach the switch: {dropped:?} -> {last:?}"
+    );
+    let final_status = status();
+    assert_eq!(final_status["adapter"]["counters"]["malformed"], 0);
+    assert_eq!(final_status["adapter"]["counters"]["resets"], 0);
+
+    let out = agent.stop(DRIVER).unwrap_or_else(|err| panic!("{err}"));
+    assert!(
+        out.stderr.contains("stopping"),
+        "the driver stops cleanly on SIGTERM:\n{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("VlanLimit") || out.stderr.contains("refused"),
+        "the driver logged the refusal:\n{}",
+        out.stderr
+    );
+    #[allow(clippy::print_stderr)]
+    {
+        eprintln!(
+            "driver_vm VLAN anti-spoof: {} frames sent on the refused VLAN 200 dropped by the PF; \
+             vf0 traffic {last:?}",
+            last.drops.anti_spoof_vlan
+        );
+    }
+    rig.shutdown().unwrap_or_else(|err| panic!("{err}"));
+}
