@@ -644,3 +644,98 @@ fn vm_driver_vlan_the_pf_refused_is_an_anti_spoof_drop() {
     }
     rig.shutdown().unwrap_or_else(|err| panic!("{err}"));
 }
+
+#[test]
+fn vm_driver_re_adds_its_filters_after_a_pf_initiated_reset() {
+    let img = image::prepare(&ImageOptions::default()).expect("image build failed");
+    let mut vm = VmConfig::new("test-driver-reset", &img.kernel, &img.initramfs);
+    vm.vfs_at_boot = vec![0];
+    let rig = Rig::start(&RigConfig {
+        vfs: 1,
+        policy: None,
+        seed: 0,
+        vm,
+    })
+    .unwrap_or_else(|err| panic!("{err}"));
+    let agent = rig.vm.agent();
+    let sh = |cmd: &str| {
+        agent
+            .sh(cmd, scaled(T))
+            .unwrap_or_else(|err| panic!("{err}"))
+            .stdout
+    };
+    let control = |line: &str| {
+        rig.daemon
+            .device()
+            .with(|engine, now| vfrig_device::control::handle_line(engine, now, line))
+    };
+    let tables = || rig.daemon.device().with(|engine, _| engine.tables());
+    let ops = || -> Vec<String> {
+        rig.daemon
+            .device()
+            .with(|engine, _| engine.transcript().iter().map(|e| e.op.clone()).collect())
+    };
+    let driver_log = || match agent.stop(DRIVER) {
+        Ok(out) => format!("driver stderr:\n{}", out.stderr),
+        Err(err) => format!("(driver output unavailable: {err})"),
+    };
+    // The VF is configured: up, with two VLANs on the PF.
+    let configured = |what: &str| {
+        wait_until(
+            T,
+            what,
+            || match tables().vf(0) {
+                Some(v) if v.vlans == [100, 200] && v.queues.rx != 0 && v.queues.tx != 0 => Ok(()),
+                other => Err(other.map(|v| (v.vlans.clone(), v.queues))),
+            },
+            driver_log,
+        )
+    };
+
+    agent
+        .spawn(DRIVER, "RUST_LOG=info exec vfrig-driver run --vf 0")
+        .unwrap_or_else(|err| panic!("{err}"));
+    wait_until(
+        T,
+        "vf0 to exist",
+        || {
+            let out = agent
+                .run("ip link show vf0", scaled(T))
+                .map_err(|e| e.to_string())?;
+            if out.success() {
+                Ok(())
+            } else {
+                Err(out.stderr)
+            }
+        },
+        driver_log,
+    );
+    sh("ip link set vf0 up \
+        && ip link add link vf0 name vf0.100 type vlan id 100 \
+        && ip link add link vf0 name vf0.200 type vlan id 200");
+    configured("vf0 up with VLANs 100 and 200 on the PF");
+    let before = ops().len();
+
+    // The host resets the VF with notice: the PF forgets its filters and
+    // the driver must negotiate again and re-add every one.
+    let reply = control(r#"{"cmd":"event","vf":0,"kind":"reset"}"#);
+    assert!(reply.contains(r#""ok""#), "reset refused: {reply}");
+    configured("the driver to restore vf0's queues and VLANs after the reset");
+    let after: Vec<String> = ops().split_off(before);
+    for op in ["VERSION", "GET_VF_RESOURCES", "ENABLE_QUEUES"] {
+        assert!(
+            after.iter().any(|o| o == op),
+            "no {op} after the reset: {after:?}"
+        );
+    }
+    let status: Value = serde_json::from_str(sh("vfrig-driver status --vf 0").trim())
+        .unwrap_or_else(|e| panic!("status is not JSON: {e}"));
+    assert_eq!(status["adapter"]["phase"], "running", "{status:#}");
+    let link = sh("ip link show vf0");
+    assert!(
+        link.contains("LOWER_UP"),
+        "carrier back after the reset: {link}"
+    );
+    agent.stop(DRIVER).unwrap_or_else(|err| panic!("{err}"));
+    rig.shutdown().unwrap_or_else(|err| panic!("{err}"));
+}
