@@ -184,10 +184,7 @@ fn v2(vids: &[u16]) -> VlanFilterListV2 {
         vport_id: 1,
         filters: vids
             .iter()
-            .map(|&v| VlanFilterV2 {
-                inner: VirtchnlVlan::dot1q(v),
-                outer: VirtchnlVlan::default(),
-            })
+            .map(|&v| VlanFilterV2::single(VirtchnlVlan::dot1q(v), false))
             .collect(),
     }
 }

@@ -74,24 +74,7 @@ fn v2_list() -> impl Strategy<Value = VlanFilterListV2> {
         vport_id: 1,
         filters: tags
             .into_iter()
-            .map(|(vid, tpid, outer)| {
-                let tag = VirtchnlVlan {
-                    tci: vid,
-                    tci_mask: 0,
-                    tpid,
-                };
-                if outer {
-                    VlanFilterV2 {
-                        inner: VirtchnlVlan::default(),
-                        outer: tag,
-                    }
-                } else {
-                    VlanFilterV2 {
-                        inner: tag,
-                        outer: VirtchnlVlan::default(),
-                    }
-                }
-            })
+            .map(|(vid, tpid, outer)| VlanFilterV2::single(VirtchnlVlan::new(tpid, vid), outer))
             .collect(),
     })
 }

@@ -714,24 +714,7 @@ mod tests {
             vport_id: VSI_ID,
             filters: vids
                 .iter()
-                .map(|&vid| {
-                    let tag = VirtchnlVlan {
-                        tci: vid,
-                        tci_mask: 0,
-                        tpid,
-                    };
-                    if outer {
-                        VlanFilterV2 {
-                            outer: tag,
-                            inner: VirtchnlVlan::default(),
-                        }
-                    } else {
-                        VlanFilterV2 {
-                            inner: tag,
-                            outer: VirtchnlVlan::default(),
-                        }
-                    }
-                })
+                .map(|&vid| VlanFilterV2::single(VirtchnlVlan::new(tpid, vid), outer))
                 .collect(),
         }
     }

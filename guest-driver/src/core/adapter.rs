@@ -193,24 +193,7 @@ impl Negotiated {
         let outer = self.v2_side().0;
         let filters = vlans
             .iter()
-            .map(|v| {
-                let tag = VirtchnlVlan {
-                    tci: v.vid,
-                    tci_mask: 0,
-                    tpid: v.tpid,
-                };
-                if outer {
-                    VlanFilterV2 {
-                        outer: tag,
-                        inner: VirtchnlVlan::default(),
-                    }
-                } else {
-                    VlanFilterV2 {
-                        inner: tag,
-                        outer: VirtchnlVlan::default(),
-                    }
-                }
-            })
+            .map(|v| VlanFilterV2::single(VirtchnlVlan::new(v.tpid, v.vid), outer))
             .collect();
         let list = VlanFilterListV2 {
             vport_id: self.vsi_id,

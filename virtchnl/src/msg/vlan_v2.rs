@@ -156,13 +156,18 @@ pub struct VirtchnlVlan {
 }
 
 impl VirtchnlVlan {
-    /// A plain 802.1Q tag for `vid`.
-    pub fn dot1q(vid: u16) -> Self {
+    /// A tag for `vid` with TPID `tpid`, priority 0, no mask.
+    pub fn new(tpid: u16, vid: u16) -> Self {
         VirtchnlVlan {
             tci: vid,
             tci_mask: 0,
-            tpid: 0x8100,
+            tpid,
         }
+    }
+
+    /// A plain 802.1Q tag for `vid`.
+    pub fn dot1q(vid: u16) -> Self {
+        VirtchnlVlan::new(0x8100, vid)
     }
 
     /// The VLAN id (`tci` bits 11:0).
@@ -205,6 +210,24 @@ pub struct VlanFilterV2 {
     pub inner: VirtchnlVlan,
     /// Outer tag (used in double VLAN mode).
     pub outer: VirtchnlVlan,
+}
+
+impl VlanFilterV2 {
+    /// A filter on one tag: in the outer position (`outer`: double VLAN
+    /// mode) or the inner one (single VLAN mode), the other not present.
+    pub fn single(tag: VirtchnlVlan, outer: bool) -> Self {
+        if outer {
+            VlanFilterV2 {
+                inner: VirtchnlVlan::default(),
+                outer: tag,
+            }
+        } else {
+            VlanFilterV2 {
+                inner: tag,
+                outer: VirtchnlVlan::default(),
+            }
+        }
+    }
 }
 
 /// `struct virtchnl_vlan_filter_list_v2`, payload of ADD_VLAN_V2 and DEL_VLAN_V2.
