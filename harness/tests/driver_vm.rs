@@ -12,6 +12,7 @@
 //!
 //! Needs QEMU 10 and the guest image (built on first use), like `vm.rs`.
 
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -20,7 +21,7 @@ use vfrig_device::pf::Tables;
 use vfrig_harness::image::{self, ImageOptions};
 use vfrig_harness::qemu::vf_mac;
 use vfrig_harness::vm::scaled;
-use vfrig_harness::{Rig, RigConfig, VmConfig};
+use vfrig_harness::{AgentClient, Rig, RigConfig, VmConfig};
 
 const T: Duration = Duration::from_secs(60);
 
@@ -56,25 +57,53 @@ fn millis(d: Duration) -> f64 {
     (d.as_secs_f64() * 100_000.0).round() / 100.0
 }
 
-#[test]
-fn vm_driver_follows_up_vlan_downup_and_netns_move() {
+/// Boots a VM with `vfs` VFs, all plugged at boot, served by an in-process
+/// PF daemon with `policy`.
+fn boot(label: &str, vfs: u16, policy: Option<PathBuf>) -> Rig {
     let img = image::prepare(&ImageOptions::default()).expect("image build failed");
-    let mut vm = VmConfig::new("test-driver-vm", &img.kernel, &img.initramfs);
-    vm.vfs_at_boot = vec![0];
-    let rig = Rig::start(&RigConfig {
-        vfs: 1,
-        policy: None,
+    let mut vm = VmConfig::new(label, &img.kernel, &img.initramfs);
+    vm.vfs_at_boot = (0..vfs).collect();
+    Rig::start(&RigConfig {
+        vfs,
+        policy,
         seed: 0,
         vm,
     })
-    .unwrap_or_else(|err| panic!("{err}"));
+    .unwrap_or_else(|err| panic!("{err}"))
+}
+
+/// Runs a guest command that must succeed and returns its stdout.
+fn sh(agent: &AgentClient, cmd: &str) -> String {
+    agent
+        .sh(cmd, scaled(T))
+        .unwrap_or_else(|err| panic!("{err}"))
+        .stdout
+}
+
+/// Starts `vfrig-driver run --vf N` in the guest as background job `name`.
+fn start_driver(agent: &AgentClient, name: &str, vf: u16) {
+    agent
+        .spawn(
+            name,
+            &format!("RUST_LOG=info exec vfrig-driver run --vf {vf}"),
+        )
+        .unwrap_or_else(|err| panic!("{err}"));
+}
+
+/// Stops the background driver `name` and returns its stderr, for failure
+/// messages.
+fn driver_log(agent: &AgentClient, name: &str) -> String {
+    match agent.stop(name) {
+        Ok(out) => format!("{name} stderr:\n{}", out.stderr),
+        Err(err) => format!("({name} output unavailable: {err})"),
+    }
+}
+
+#[test]
+fn vm_driver_follows_up_vlan_downup_and_netns_move() {
+    let rig = boot("test-driver-vm", 1, None);
     let agent = rig.vm.agent();
-    let sh = |cmd: &str| {
-        agent
-            .sh(cmd, scaled(T))
-            .unwrap_or_else(|err| panic!("{err}"))
-            .stdout
-    };
+    let sh = |cmd: &str| sh(agent, cmd);
     let tables = || rig.daemon.device().with(|engine, _| engine.tables());
     let ops = || -> Vec<(String, Outcome)> {
         rig.daemon.device().with(|engine, _| {
@@ -85,15 +114,10 @@ fn vm_driver_follows_up_vlan_downup_and_netns_move() {
                 .collect()
         })
     };
-    let driver_log = || match agent.stop(DRIVER) {
-        Ok(out) => format!("driver stderr:\n{}", out.stderr),
-        Err(err) => format!("(driver output unavailable: {err})"),
-    };
+    let driver_log = || driver_log(agent, DRIVER);
     let vlans_of_vf0 = |t: &Tables| t.vf(0).map(|v| v.vlans.clone()).unwrap_or_default();
 
-    agent
-        .spawn(DRIVER, "RUST_LOG=info exec vfrig-driver run --vf 0")
-        .unwrap_or_else(|err| panic!("{err}"));
+    start_driver(agent, DRIVER, 0);
     let (_, start_time) = wait_until(
         T,
         "vf0 to exist and the driver to negotiate with the PF",
@@ -321,40 +345,16 @@ fn vm_driver_follows_up_vlan_downup_and_netns_move() {
 
 #[test]
 fn vm_driver_two_vfs_ping_through_the_pf_switch() {
-    let img = image::prepare(&ImageOptions::default()).expect("image build failed");
-    let mut vm = VmConfig::new("test-driver-ping", &img.kernel, &img.initramfs);
-    vm.vfs_at_boot = vec![0, 1];
-    let rig = Rig::start(&RigConfig {
-        vfs: 2,
-        policy: None,
-        seed: 0,
-        vm,
-    })
-    .unwrap_or_else(|err| panic!("{err}"));
+    let rig = boot("test-driver-ping", 2, None);
     let agent = rig.vm.agent();
-    let sh = |cmd: &str| {
-        agent
-            .sh(cmd, scaled(T))
-            .unwrap_or_else(|err| panic!("{err}"))
-            .stdout
-    };
+    let sh = |cmd: &str| sh(agent, cmd);
     let logs = || {
         ["driver0", "driver1"]
-            .iter()
-            .map(|name| match agent.stop(name) {
-                Ok(out) => format!("{name} stderr:\n{}", out.stderr),
-                Err(err) => format!("({name} output unavailable: {err})"),
-            })
-            .collect::<Vec<_>>()
+            .map(|name| driver_log(agent, name))
             .join("\n")
     };
     for vf in 0..2 {
-        agent
-            .spawn(
-                &format!("driver{vf}"),
-                &format!("RUST_LOG=info exec vfrig-driver run --vf {vf}"),
-            )
-            .unwrap_or_else(|err| panic!("{err}"));
+        start_driver(agent, &format!("driver{vf}"), vf);
     }
     wait_until(
         T,
@@ -452,37 +452,18 @@ fn vm_driver_vlan_the_pf_refused_is_an_anti_spoof_drop() {
     let dir = vfrig_harness::rundir::SocketDir::create().expect("a temporary directory");
     let policy = dir.path().join("policy.toml");
     std::fs::write(&policy, "[vf0]\nmax_vlans = 1\nspoofchk = true\n").expect("policy file");
-    let img = image::prepare(&ImageOptions::default()).expect("image build failed");
-    let mut vm = VmConfig::new("test-driver-vlan-spoof", &img.kernel, &img.initramfs);
-    vm.vfs_at_boot = vec![0];
-    let rig = Rig::start(&RigConfig {
-        vfs: 1,
-        policy: Some(policy),
-        seed: 0,
-        vm,
-    })
-    .unwrap_or_else(|err| panic!("{err}"));
+    let rig = boot("test-driver-vlan-spoof", 1, Some(policy));
     let agent = rig.vm.agent();
-    let sh = |cmd: &str| {
-        agent
-            .sh(cmd, scaled(T))
-            .unwrap_or_else(|err| panic!("{err}"))
-            .stdout
-    };
+    let sh = |cmd: &str| sh(agent, cmd);
     let tables = || rig.daemon.device().with(|engine, _| engine.tables());
     let vf0 = || tables().vf(0).cloned().expect("vf0 in the PF tables");
-    let driver_log = || match agent.stop(DRIVER) {
-        Ok(out) => format!("driver stderr:\n{}", out.stderr),
-        Err(err) => format!("(driver output unavailable: {err})"),
-    };
+    let driver_log = || driver_log(agent, DRIVER);
     let status = || -> Value {
         let text = sh("vfrig-driver status --vf 0");
         serde_json::from_str(text.trim()).unwrap_or_else(|err| panic!("{err}: {text}"))
     };
 
-    agent
-        .spawn(DRIVER, "RUST_LOG=info exec vfrig-driver run --vf 0")
-        .unwrap_or_else(|err| panic!("{err}"));
+    start_driver(agent, DRIVER, 0);
     wait_until(
         T,
         "vf0 to exist and the driver to negotiate with the PF",
@@ -647,23 +628,9 @@ fn vm_driver_vlan_the_pf_refused_is_an_anti_spoof_drop() {
 
 #[test]
 fn vm_driver_re_adds_its_filters_after_a_pf_initiated_reset() {
-    let img = image::prepare(&ImageOptions::default()).expect("image build failed");
-    let mut vm = VmConfig::new("test-driver-reset", &img.kernel, &img.initramfs);
-    vm.vfs_at_boot = vec![0];
-    let rig = Rig::start(&RigConfig {
-        vfs: 1,
-        policy: None,
-        seed: 0,
-        vm,
-    })
-    .unwrap_or_else(|err| panic!("{err}"));
+    let rig = boot("test-driver-reset", 1, None);
     let agent = rig.vm.agent();
-    let sh = |cmd: &str| {
-        agent
-            .sh(cmd, scaled(T))
-            .unwrap_or_else(|err| panic!("{err}"))
-            .stdout
-    };
+    let sh = |cmd: &str| sh(agent, cmd);
     let control = |line: &str| {
         rig.daemon
             .device()
@@ -675,10 +642,7 @@ fn vm_driver_re_adds_its_filters_after_a_pf_initiated_reset() {
             .device()
             .with(|engine, _| engine.transcript().iter().map(|e| e.op.clone()).collect())
     };
-    let driver_log = || match agent.stop(DRIVER) {
-        Ok(out) => format!("driver stderr:\n{}", out.stderr),
-        Err(err) => format!("(driver output unavailable: {err})"),
-    };
+    let driver_log = || driver_log(agent, DRIVER);
     // The VF is configured: up, with two VLANs on the PF.
     let configured = |what: &str| {
         wait_until(
@@ -692,9 +656,7 @@ fn vm_driver_re_adds_its_filters_after_a_pf_initiated_reset() {
         )
     };
 
-    agent
-        .spawn(DRIVER, "RUST_LOG=info exec vfrig-driver run --vf 0")
-        .unwrap_or_else(|err| panic!("{err}"));
+    start_driver(agent, DRIVER, 0);
     wait_until(
         T,
         "vf0 to exist",
