@@ -27,6 +27,7 @@ pub mod qemu;
 pub mod qmp;
 pub mod rig;
 pub mod rundir;
+pub mod scenario;
 pub mod splat;
 pub mod ui;
 pub mod vm;

@@ -8,6 +8,7 @@ use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use vfrig_harness::image::{self, ImageOptions};
 use vfrig_harness::qemu::AccelChoice;
+use vfrig_harness::scenario::{self, RunOptions, VlanFsm};
 use vfrig_harness::{Rig, RigConfig, VmConfig};
 use vfrig_images::Flavour;
 
@@ -30,6 +31,38 @@ enum Cmd {
     /// in the guest and exit with its status; without, open a shell in the
     /// guest (leave it with `exit` or Ctrl-D).
     Vm(VmArgs),
+    /// Run scenario files: boot a VM per scenario, run its steps, check its
+    /// expectations and snapshots. Exits non-zero when any scenario failed.
+    Run(RunArgs),
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// Scenario files (TOML); a directory runs every .toml file in it.
+    #[arg(required = true, value_name = "FILE")]
+    files: Vec<PathBuf>,
+    /// Print one JSON object per scenario on stdout instead of text.
+    #[arg(long)]
+    json: bool,
+    /// Run the guest driver with this VLAN state machine, whatever the
+    /// scenario says (snapshots are then skipped).
+    #[arg(long, value_name = "fixed|legacy")]
+    vlan_fsm: Option<VlanFsm>,
+    /// Boot this bzImage instead of the Debian kernel.
+    #[arg(long, value_name = "PATH")]
+    kernel: Option<PathBuf>,
+    /// Kernel modules for --kernel: a directory searched for .ko files.
+    #[arg(long, value_name = "DIR", requires = "kernel")]
+    modules: Option<PathBuf>,
+    /// Seed of the PF's probabilistic faults.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Accelerator: auto probes KVM and falls back to TCG.
+    #[arg(long, value_enum)]
+    accel: Option<AccelChoice>,
+    /// Print each step and the PF tables as they change.
+    #[arg(long, short)]
+    verbose: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -121,7 +154,72 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Vm(args) => vm(args),
+        Cmd::Run(args) => run_scenarios(args),
     }
+}
+
+/// Loads every scenario first, so a typo fails before any VM boots.
+fn load_all(files: &[PathBuf]) -> anyhow::Result<Vec<scenario::Scenario>> {
+    let mut paths = Vec::new();
+    for f in files {
+        if f.is_dir() {
+            paths.extend(scenario::find(f).with_context(|| format!("reading {}", f.display()))?);
+        } else {
+            paths.push(f.clone());
+        }
+    }
+    let mut scenarios = Vec::new();
+    let mut errors = Vec::new();
+    for p in &paths {
+        match scenario::load(p) {
+            Ok(s) => scenarios.push(s),
+            Err(e) => errors.push(e.to_string()),
+        }
+    }
+    if !errors.is_empty() {
+        anyhow::bail!("invalid scenario file(s):\n{}", errors.join("\n"));
+    }
+    Ok(scenarios)
+}
+
+#[allow(clippy::print_stdout, clippy::print_stderr)]
+fn run_scenarios(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let scenarios = load_all(&args.files)?;
+    let opts = RunOptions {
+        vlan_fsm: args.vlan_fsm,
+        kernel: args.kernel.clone(),
+        modules: args.modules.clone(),
+        seed: args.seed,
+        accel: args.accel,
+        verbose: args.verbose,
+    };
+    let mut failed = 0;
+    for s in &scenarios {
+        if !args.json {
+            eprintln!("vfrig: running {} ({})", s.name, s.path.display());
+        }
+        let result = scenario::run(s, &opts)?;
+        if !result.passed {
+            failed += 1;
+        }
+        if args.json {
+            println!("{}", serde_json::to_string(&result)?);
+        } else {
+            print!("{}", scenario::report::text(&result));
+        }
+    }
+    if !args.json {
+        eprintln!(
+            "vfrig: {} scenario(s): {} passed, {failed} failed",
+            scenarios.len(),
+            scenarios.len() - failed
+        );
+    }
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 #[allow(clippy::print_stdout, clippy::print_stderr)]

@@ -1,0 +1,238 @@
+use std::collections::BTreeSet;
+
+use serde_json::json;
+use vfrig_device::engine::{Entry, Outcome};
+use vfrig_device::pf::{Pf, PfConfig, VfId, VfTable};
+
+use super::*;
+use crate::scenario::format::Expect;
+
+fn table(vlans: &[u16]) -> VfTable {
+    let pf = Pf::new(PfConfig {
+        num_vfs: 1,
+        ..PfConfig::default()
+    })
+    .expect("a PF");
+    let mut t = pf.tables().vf(0).cloned().expect("vf0");
+    t.vlans = vlans.to_vec();
+    t
+}
+
+fn entry(op: &str, summary: &str, status: &str) -> Entry {
+    Entry {
+        seq: 0,
+        vf: VfId(0),
+        op: op.to_owned(),
+        cookie: 0,
+        summary: summary.to_owned(),
+        outcome: Outcome::Replied(status.to_owned()),
+        fault: None,
+        at_us: 0,
+        replied_at_us: None,
+    }
+}
+
+fn driver(up: bool, vlans: &[(u16, &str)]) -> DriverView {
+    DriverView {
+        phase: if up { "running" } else { "down" }.to_owned(),
+        up,
+        vlans: vlans
+            .iter()
+            .map(|(vid, state)| DriverVlan {
+                vid: *vid,
+                state: (*state).to_owned(),
+            })
+            .collect(),
+        macs: Vec::new(),
+        pending: Vec::new(),
+        outstanding: None,
+        netdev_refused: 0,
+    }
+}
+
+fn kernel(up: bool, vlans: &[u16]) -> KernelVf {
+    KernelVf {
+        netns: String::new(),
+        up,
+        master: None,
+        vlans: vlans.iter().copied().collect::<BTreeSet<_>>(),
+    }
+}
+
+#[test]
+fn three_equal_views_are_consistent() {
+    let c = compare(
+        0,
+        &table(&[100, 200]),
+        &[],
+        Some(&driver(true, &[(100, "ACTIVE"), (200, "ACTIVE")])),
+        Some(&kernel(true, &[100, 200])),
+    );
+    assert_eq!(c, Comparison::default());
+}
+
+#[test]
+fn a_rejected_del_is_refused_not_inconsistent() {
+    let e = entry("DEL_VLAN_V2", "[outer 0x8100/100]", "ERR_PARAM");
+    let c = compare(
+        0,
+        &table(&[100]),
+        &[&e],
+        Some(&driver(true, &[(100, "ACTIVE")])),
+        Some(&kernel(true, &[])),
+    );
+    assert!(c.problems.is_empty(), "{c}");
+    assert_eq!(
+        c.refused,
+        vec![Refusal {
+            vid: 100,
+            request: "del",
+            status: "ERR_PARAM".into()
+        }]
+    );
+    // The legacy driver freed the filter when it sent the DEL: a leak.
+    let c = compare(0, &table(&[100]), &[&e], Some(&driver(true, &[])), Some(&kernel(true, &[])));
+    assert!(
+        c.problems.iter().any(|p| p.starts_with("VLAN 100 leaked")),
+        "{c}"
+    );
+}
+
+#[test]
+fn legacy_states_after_a_settle() {
+    // INACTIVE while down: expected of the legacy machine.
+    let c = compare(
+        0,
+        &table(&[]),
+        &[],
+        Some(&driver(false, &[(100, "INACTIVE")])),
+        Some(&kernel(false, &[100])),
+    );
+    assert!(c.problems.is_empty(), "{c}");
+    // INACTIVE while up: lost.
+    let c = compare(
+        0,
+        &table(&[]),
+        &[],
+        Some(&driver(true, &[(100, "INACTIVE")])),
+        Some(&kernel(true, &[100])),
+    );
+    assert!(c.problems.iter().all(|p| p.contains("VLAN 100 lost")), "{c}");
+    assert_eq!(c.problems.len(), 2, "{c}");
+    // A V1 ADD the driver never completed.
+    let c = compare(
+        0,
+        &table(&[100]),
+        &[],
+        Some(&driver(true, &[(100, "IS_NEW")])),
+        Some(&kernel(true, &[100])),
+    );
+    assert_eq!(c.problems.len(), 1, "{c}");
+    assert!(c.problems[0].starts_with("VLAN 100 stuck in IS_NEW"), "{c}");
+}
+
+#[test]
+fn a_vlan_the_kernel_deleted_but_the_pf_kept_is_a_leak() {
+    let c = compare(
+        0,
+        &table(&[100]),
+        &[],
+        Some(&driver(true, &[(100, "ACTIVE")])),
+        Some(&kernel(true, &[])),
+    );
+    assert_eq!(c.problems.len(), 1, "{c}");
+    assert!(c.problems[0].contains("kernel has no such VLAN"), "{c}");
+}
+
+#[test]
+fn over_the_limit_is_refused() {
+    let mut t = table(&[100]);
+    t.vlan_limit = 1;
+    let c = compare(
+        0,
+        &t,
+        &[],
+        Some(&driver(true, &[(100, "ACTIVE")])),
+        Some(&kernel(true, &[100, 200])),
+    );
+    assert!(c.problems.is_empty(), "{c}");
+    assert_eq!(c.refused[0].vid, 200);
+    assert!(c.refused[0].status.contains("limit of 1"), "{c:?}");
+}
+
+#[test]
+fn summaries_give_their_vlan_ids() {
+    assert_eq!(vids_in_summary("[100, 200]"), vec![100, 200]);
+    assert_eq!(
+        vids_in_summary("[outer 0x8100/100, inner 0x88a8/5]"),
+        vec![100]
+    );
+    assert_eq!(vids_in_summary("[]"), Vec::<u16>::new());
+}
+
+#[test]
+fn the_kernel_view_follows_uppers_across_namespaces_and_bonds() {
+    let root = json!([
+        {"ifindex": 1, "ifname": "lo", "flags": ["LOOPBACK", "UP"]},
+        {"ifindex": 7, "ifname": "vf0.100", "link_index": 3, "link_netnsid": 0, "flags": ["UP"],
+         "linkinfo": {"info_kind": "vlan", "info_data": {"protocol": "802.1Q", "id": 100}}},
+        {"ifindex": 4, "ifname": "vf1", "master": "bond0", "flags": ["UP", "SLAVE"]},
+        {"ifindex": 5, "ifname": "bond0", "flags": ["UP", "MASTER"]},
+        {"ifindex": 6, "ifname": "bond0.300", "link": "bond0", "flags": ["UP"],
+         "linkinfo": {"info_kind": "vlan", "info_data": {"protocol": "802.1Q", "id": 300}}},
+        {"ifindex": 8, "ifname": "x.400", "link": "bond0", "flags": [],
+         "linkinfo": {"info_kind": "vlan", "info_data": {"protocol": "802.1ad", "id": 400}}}
+    ]);
+    let ns1 = json!([
+        {"ifindex": 1, "ifname": "lo", "flags": ["LOOPBACK"]},
+        {"ifindex": 3, "ifname": "vf0", "flags": ["BROADCAST"]}
+    ]);
+    let text = format!("== ns - -\n{root:#}\n== ns ns1 0\n{ns1}\n");
+    let view = KernelView::parse(&text).expect("parses");
+    assert_eq!(view.namespaces.len(), 2);
+    assert_eq!(view.namespaces[1].nsid, Some(0));
+    let vf0 = view.vf("vf0").expect("vf0");
+    assert_eq!(vf0.netns, "ns1");
+    assert!(!vf0.up);
+    assert_eq!(vf0.vlans.iter().copied().collect::<Vec<_>>(), vec![100]);
+    let vf1 = view.vf("vf1").expect("vf1");
+    assert_eq!(vf1.master.as_deref(), Some("bond0"));
+    assert_eq!(vf1.vlans.iter().copied().collect::<Vec<_>>(), vec![300]);
+    assert!(view.vf("vf2").is_none());
+    assert!(KernelView::parse("== ns - -\nnot json\n").is_err());
+}
+
+#[test]
+fn expect_reports_each_mismatch() {
+    let t = table(&[100]);
+    let del = entry("DEL_VLAN_V2", "[outer 0x8100/200]", "SUCCESS");
+    let e = Expect {
+        vf: 0,
+        vlans: Some(vec![200, 100]),
+        drops: [("anti_spoof_vlan".to_owned(), 0)].into(),
+        requests: [("DEL_VLAN_V2".to_owned(), 0)].into(),
+        ..Expect::default()
+    };
+    let out = expect(&e, &t, &[&del]);
+    assert_eq!(out.len(), 2, "{out:?}");
+    assert!(out[0].contains("expected [100, 200]"), "{out:?}");
+    assert!(out[1].contains("requests DEL_VLAN_V2: expected 0, the PF received 1"), "{out:?}");
+    let twice = Expect {
+        vf: 0,
+        vlan_dels: [("200".to_owned(), 1), ("100".to_owned(), 0)].into(),
+        ..Expect::default()
+    };
+    assert!(expect(&twice, &t, &[&del]).is_empty());
+    let out = expect(&twice, &t, &[&del, &del]);
+    assert_eq!(
+        out,
+        vec!["vf0 VLAN 200 removed 2 time(s), expected 1 (DEL requests naming it)"]
+    );
+    let ok = Expect {
+        vf: 0,
+        vlans: Some(vec![100]),
+        promisc: Some(false),
+        ..Expect::default()
+    };
+    assert!(expect(&ok, &t, &[]).is_empty());
+}

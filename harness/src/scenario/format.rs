@@ -1,0 +1,948 @@
+//! Scenario files: TOML in, a checked [`Scenario`] out.
+//!
+//! The format is documented in `harness/scenarios/README.md`. Parsing is
+//! pure: [`parse`] takes the file's text and its name for messages, and
+//! every mistake, from a TOML syntax error to a step with two actions or a
+//! fault on a VF the PF does not have, comes back as a [`ParseError`] with
+//! the file, line and column.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use toml::Spanned;
+use virtchnl::{MacAddr, VirtchnlOp, VirtchnlStatus};
+use vfrig_images::Flavour;
+
+/// The driver's VLAN filter state machine (`vfrig-driver run --vlan-fsm`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VlanFsm {
+    /// The machine with the iavf fixes.
+    #[default]
+    Fixed,
+    /// The machine the iavf bug report describes, flaws kept.
+    Legacy,
+}
+
+impl VlanFsm {
+    /// The name `vfrig-driver` takes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VlanFsm::Fixed => "fixed",
+            VlanFsm::Legacy => "legacy",
+        }
+    }
+}
+
+impl fmt::Display for VlanFsm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for VlanFsm {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "fixed" => Ok(VlanFsm::Fixed),
+            "legacy" => Ok(VlanFsm::Legacy),
+            other => Err(format!("unknown VLAN state machine `{other}`; expected fixed or legacy")),
+        }
+    }
+}
+
+/// A checked scenario.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scenario {
+    /// Its name (snapshots are named after it).
+    pub name: String,
+    /// What it shows, for people.
+    pub description: String,
+    /// The file it came from.
+    pub path: PathBuf,
+    /// VFs the PF has.
+    pub vfs: u16,
+    /// Which kernel flavour to boot.
+    pub flavour: Flavour,
+    /// The driver's VLAN state machine.
+    pub vlan_fsm: VlanFsm,
+    /// The PF's initial policy per VF (only the keys the file gave).
+    pub pf: BTreeMap<u16, PolicyPatch>,
+    /// When set, the scenario must fail with a message containing this.
+    pub expect_fail: Option<String>,
+    /// VFs plugged when the VM boots: all but those the first hot-plug step
+    /// of which is `hotplug`.
+    pub vfs_at_boot: Vec<u16>,
+    /// The steps, in order.
+    pub steps: Vec<Step>,
+}
+
+/// The PF policy keys a scenario may set for a VF.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyPatch {
+    /// `trust on`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trust: Option<bool>,
+    /// `spoofchk on`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub spoofchk: Option<bool>,
+    /// MAC filter limit of an untrusted VF.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_macs: Option<u16>,
+    /// VLAN filter limit of an untrusted VF.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_vlans: Option<u16>,
+    /// An administratively set MAC.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub admin_mac: Option<MacAddr>,
+    /// A port VLAN.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub port_vlan: Option<u16>,
+    /// false: the PF offers only the V1 VLAN opcodes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vlan_v2: Option<bool>,
+}
+
+/// Where a step is in its file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pos {
+    /// 1-based line.
+    pub line: usize,
+    /// 1-based column.
+    pub column: usize,
+}
+
+impl fmt::Display for Pos {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.line, self.column)
+    }
+}
+
+/// One step: an action and where it was written.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Step {
+    /// The action.
+    pub action: Action,
+    /// Its position in the file.
+    pub pos: Pos,
+}
+
+/// What a step does.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// Run a shell command in the guest.
+    Guest {
+        /// The command.
+        cmd: String,
+        /// A non-zero exit does not fail the scenario.
+        may_fail: bool,
+        /// Time limit in milliseconds.
+        timeout_ms: Option<u64>,
+    },
+    /// Start a shell command in the guest and go on.
+    Background {
+        /// The command.
+        cmd: String,
+        /// Its name, for `stop`.
+        id: String,
+    },
+    /// Stop a background command.
+    Stop {
+        /// Its name.
+        id: String,
+    },
+    /// Run the inner steps `times` times.
+    Repeat {
+        /// How often.
+        times: u32,
+        /// The steps.
+        steps: Vec<Step>,
+    },
+    /// Start guest commands together and wait for all.
+    Parallel {
+        /// The commands.
+        cmds: Vec<String>,
+        /// Non-zero exits do not fail the scenario.
+        may_fail: bool,
+    },
+    /// Install a PF fault rule.
+    Fault(Fault),
+    /// Release what the PF holds.
+    Release {
+        /// For this VF, or every VF.
+        vf: Option<u16>,
+        /// How long to wait for something to be held first, in ms.
+        timeout_ms: Option<u64>,
+    },
+    /// A PF event for a VF.
+    PfEvent {
+        /// The VF.
+        vf: u16,
+        /// `link_down`, `link_up`, `link_auto` or `reset`.
+        kind: PfEventKind,
+    },
+    /// Plug a VF into the VM through QMP and start its driver.
+    Hotplug {
+        /// The VF.
+        vf: u16,
+    },
+    /// Unplug a VF through QMP.
+    Unplug {
+        /// The VF.
+        vf: u16,
+    },
+    /// Wait until the PF, the drivers and the guest's links are quiet.
+    Settle {
+        /// Time limit in milliseconds.
+        timeout_ms: Option<u64>,
+    },
+    /// Assert on the PF table of a VF.
+    Expect(Expect),
+    /// The kernel's intent, the driver's view and the PF table agree.
+    Consistent,
+    /// An insta snapshot of the PF tables and the drivers' filter states.
+    Snapshot {
+        /// Its label.
+        label: String,
+    },
+}
+
+impl Action {
+    /// The step's key in the file, for messages.
+    pub fn keyword(&self) -> &'static str {
+        match self {
+            Action::Guest { .. } => "guest",
+            Action::Background { .. } => "background",
+            Action::Stop { .. } => "stop",
+            Action::Repeat { .. } => "repeat",
+            Action::Parallel { .. } => "parallel",
+            Action::Fault(_) => "fault",
+            Action::Release { .. } => "release",
+            Action::PfEvent { .. } => "pf_event",
+            Action::Hotplug { .. } => "hotplug",
+            Action::Unplug { .. } => "unplug",
+            Action::Settle { .. } => "settle",
+            Action::Expect(_) => "expect",
+            Action::Consistent => "consistent",
+            Action::Snapshot { .. } => "snapshot",
+        }
+    }
+}
+
+/// A PF fault rule.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Fault {
+    /// The VF, or every VF.
+    #[serde(default)]
+    pub vf: Option<u16>,
+    /// The opcode (`"DEL_VLAN_V2"`), or every opcode.
+    #[serde(default)]
+    pub op: Option<String>,
+    /// What the PF does.
+    pub action: FaultAction,
+    /// The reply status of a `reject` (`"ERR_PARAM"` when left out).
+    #[serde(default)]
+    pub status: Option<String>,
+    /// The delay of a `delay`.
+    #[serde(default)]
+    pub delay_ms: Option<u64>,
+    /// How many matching requests it applies to (default 1).
+    #[serde(default)]
+    pub count: Option<u32>,
+}
+
+impl Fault {
+    /// The control protocol's `fault` command for this rule.
+    pub fn command(&self) -> serde_json::Value {
+        let mut cmd = serde_json::json!({"cmd": "fault", "action": self.action.as_str()});
+        let obj = cmd.as_object_mut().expect("an object");
+        if let Some(vf) = self.vf {
+            obj.insert("vf".into(), vf.into());
+        }
+        if let Some(op) = &self.op {
+            obj.insert("op".into(), op.clone().into());
+        }
+        if let Some(status) = &self.status {
+            obj.insert("status".into(), status.clone().into());
+        }
+        if let Some(ms) = self.delay_ms {
+            obj.insert("delay_ms".into(), ms.into());
+        }
+        obj.insert("count".into(), self.count.unwrap_or(1).into());
+        cmd
+    }
+}
+
+/// What a fault does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FaultAction {
+    /// Refuse, with a status.
+    Reject,
+    /// Lose the request.
+    Drop,
+    /// Answer later.
+    Delay,
+    /// Hold until released.
+    Hold,
+    /// Answer after the next message to the VF.
+    Reorder,
+}
+
+impl FaultAction {
+    fn as_str(self) -> &'static str {
+        match self {
+            FaultAction::Reject => "reject",
+            FaultAction::Drop => "drop",
+            FaultAction::Delay => "delay",
+            FaultAction::Hold => "hold",
+            FaultAction::Reorder => "reorder",
+        }
+    }
+}
+
+/// A PF event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PfEventKind {
+    /// The host forces the VF's link down.
+    LinkDown,
+    /// The host forces it up.
+    LinkUp,
+    /// The VF's link follows the PF's again.
+    LinkAuto,
+    /// The host resets the VF.
+    Reset,
+}
+
+impl PfEventKind {
+    /// The control protocol's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PfEventKind::LinkDown => "link_down",
+            PfEventKind::LinkUp => "link_up",
+            PfEventKind::LinkAuto => "link_auto",
+            PfEventKind::Reset => "reset",
+        }
+    }
+}
+
+/// Assertions on one VF's PF table; fields left out are not checked.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Expect {
+    /// The VF.
+    pub vf: u16,
+    /// Its 802.1Q VLAN filters, in any order.
+    #[serde(default)]
+    pub vlans: Option<Vec<u16>>,
+    /// Its MAC filters (broadcast left out), in any order.
+    #[serde(default)]
+    pub macs: Option<Vec<MacAddr>>,
+    /// Unicast promiscuous mode.
+    #[serde(default)]
+    pub promisc: Option<bool>,
+    /// Multicast promiscuous mode.
+    #[serde(default)]
+    pub allmulti: Option<bool>,
+    /// Whether its queues are enabled.
+    #[serde(default)]
+    pub queues_enabled: Option<bool>,
+    /// Drop counters by name (`anti_spoof_vlan`, ...).
+    #[serde(default)]
+    pub drops: BTreeMap<String, u64>,
+    /// How many requests with each opcode the VF has sent the PF since the
+    /// scenario started (`DEL_VLAN_V2 = 2`).
+    #[serde(default)]
+    pub requests: BTreeMap<String, u64>,
+    /// How many DEL_VLAN or DEL_VLAN_V2 requests since the scenario started
+    /// named each VLAN id (`vlan_dels = { 100 = 1 }`): "removed exactly once".
+    #[serde(default)]
+    pub vlan_dels: BTreeMap<String, u64>,
+}
+
+/// The drop counter names `expect.drops` accepts.
+pub const DROP_COUNTERS: [&str; 7] = [
+    "anti_spoof_mac",
+    "anti_spoof_vlan",
+    "malformed",
+    "tx_queues_disabled",
+    "no_filter_match",
+    "rx_queues_disabled",
+    "no_rx_buffer",
+];
+
+/// A scenario file is not valid.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}:{}:{}: {message}", file.display(), pos.line, pos.column)]
+pub struct ParseError {
+    /// The file.
+    pub file: PathBuf,
+    /// Where.
+    pub pos: Pos,
+    /// What is wrong.
+    pub message: String,
+}
+
+// ----- the file as written -------------------------------------------------
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    name: Spanned<String>,
+    #[serde(default)]
+    description: String,
+    #[serde(default)]
+    vfs: Option<Spanned<u16>>,
+    #[serde(default)]
+    vms: Option<Spanned<u16>>,
+    #[serde(default)]
+    flavour: Option<Flavour>,
+    #[serde(default)]
+    driver: RawDriver,
+    #[serde(default)]
+    pf: BTreeMap<Spanned<String>, PolicyPatch>,
+    #[serde(default)]
+    expect_fail: Option<String>,
+    #[serde(default)]
+    step: Vec<Spanned<RawStep>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDriver {
+    #[serde(default)]
+    vlan_fsm: VlanFsm,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStep {
+    guest: Option<String>,
+    background: Option<String>,
+    stop: Option<String>,
+    repeat: Option<u32>,
+    parallel: Option<Vec<String>>,
+    fault: Option<Fault>,
+    release: Option<RawRelease>,
+    pf_event: Option<RawPfEvent>,
+    hotplug: Option<RawVf>,
+    unplug: Option<RawVf>,
+    settle: Option<bool>,
+    expect: Option<Expect>,
+    consistent: Option<bool>,
+    snapshot: Option<String>,
+    // Modifiers.
+    may_fail: Option<bool>,
+    vm: Option<u16>,
+    id: Option<String>,
+    steps: Option<Vec<Spanned<RawStep>>>,
+    timeout_ms: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRelease {
+    #[serde(default)]
+    vf: Option<u16>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPfEvent {
+    vf: u16,
+    kind: PfEventKind,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawVf {
+    vf: u16,
+}
+
+// ----- parsing --------------------------------------------------------------
+
+/// Reads and parses a scenario file.
+pub fn load(path: &Path) -> Result<Scenario, ParseError> {
+    let text = std::fs::read_to_string(path).map_err(|err| ParseError {
+        file: path.to_owned(),
+        pos: Pos { line: 1, column: 1 },
+        message: format!("cannot read the scenario file: {err}"),
+    })?;
+    parse(&text, path)
+}
+
+/// Parses a scenario file's text; `path` names it in errors.
+pub fn parse(text: &str, path: &Path) -> Result<Scenario, ParseError> {
+    let p = Parser { text, path };
+    let raw: RawFile = toml::from_str(text).map_err(|err| {
+        let span = err.span().unwrap_or(0..0);
+        p.error(&span, err.message().trim_end().to_owned())
+    })?;
+    p.scenario(raw)
+}
+
+struct Parser<'a> {
+    text: &'a str,
+    path: &'a Path,
+}
+
+/// State carried through the steps while checking them.
+#[derive(Default)]
+struct Check {
+    backgrounds: BTreeSet<String>,
+    labels: BTreeSet<String>,
+    /// Per VF, whether its first hot-plug step plugs it.
+    first_plug: BTreeMap<u16, bool>,
+}
+
+impl Parser<'_> {
+    fn pos(&self, offset: usize) -> Pos {
+        let offset = offset.min(self.text.len());
+        let before = &self.text[..offset];
+        let line = before.matches('\n').count() + 1;
+        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+        Pos {
+            line,
+            column: before[line_start..].chars().count() + 1,
+        }
+    }
+
+    fn error(&self, span: &Range<usize>, message: impl Into<String>) -> ParseError {
+        ParseError {
+            file: self.path.to_owned(),
+            pos: self.pos(span.start),
+            message: message.into(),
+        }
+    }
+
+    fn scenario(&self, raw: RawFile) -> Result<Scenario, ParseError> {
+        let name_span = raw.name.span();
+        let name = raw.name.into_inner();
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(self.error(
+                &name_span,
+                format!("name `{name}` must be letters, digits, `-` and `_` (it names snapshot files)"),
+            ));
+        }
+        let vfs = match raw.vfs {
+            Some(v) if *v.get_ref() == 0 || *v.get_ref() > 64 => {
+                return Err(self.error(&v.span(), "vfs must be between 1 and 64"))
+            }
+            Some(v) => v.into_inner(),
+            None => 1,
+        };
+        if let Some(vms) = raw.vms {
+            if *vms.get_ref() != 1 {
+                return Err(self.error(
+                    &vms.span(),
+                    "only vms = 1 is supported: the runner boots one VM per scenario",
+                ));
+            }
+        }
+        let mut pf = BTreeMap::new();
+        for (key, policy) in raw.pf {
+            let index = key
+                .get_ref()
+                .strip_prefix("vf")
+                .and_then(|n| n.parse::<u16>().ok())
+                .ok_or_else(|| {
+                    self.error(
+                        &key.span(),
+                        format!("unknown table [pf.{}]; expected [pf.vfN]", key.get_ref()),
+                    )
+                })?;
+            if index >= vfs {
+                return Err(self.error(
+                    &key.span(),
+                    format!("[pf.vf{index}] names a VF the PF does not have (vfs = {vfs})"),
+                ));
+            }
+            pf.insert(index, policy);
+        }
+        let mut check = Check::default();
+        let steps = self.steps(raw.step, vfs, &mut check)?;
+        if let Some(symptom) = &raw.expect_fail {
+            if symptom.trim().is_empty() {
+                return Err(self.error(&(0..0), "expect_fail must name the symptom"));
+            }
+        }
+        let vfs_at_boot = (0..vfs)
+            .filter(|vf| check.first_plug.get(vf) != Some(&true))
+            .collect();
+        Ok(Scenario {
+            name,
+            description: raw.description.trim().to_owned(),
+            path: self.path.to_owned(),
+            vfs,
+            flavour: raw.flavour.unwrap_or_default(),
+            vlan_fsm: raw.driver.vlan_fsm,
+            pf,
+            expect_fail: raw.expect_fail,
+            vfs_at_boot,
+            steps,
+        })
+    }
+
+    fn steps(
+        &self,
+        raw: Vec<Spanned<RawStep>>,
+        vfs: u16,
+        check: &mut Check,
+    ) -> Result<Vec<Step>, ParseError> {
+        raw.into_iter()
+            .map(|step| self.step(step, vfs, check))
+            .collect()
+    }
+
+    fn step(
+        &self,
+        raw: Spanned<RawStep>,
+        vfs: u16,
+        check: &mut Check,
+    ) -> Result<Step, ParseError> {
+        let span = raw.span();
+        let pos = self.pos(span.start);
+        let s = raw.into_inner();
+        let err = |message: String| self.error(&span, message);
+        let present: Vec<&str> = [
+            ("guest", s.guest.is_some()),
+            ("background", s.background.is_some()),
+            ("stop", s.stop.is_some()),
+            ("repeat", s.repeat.is_some()),
+            ("parallel", s.parallel.is_some()),
+            ("fault", s.fault.is_some()),
+            ("release", s.release.is_some()),
+            ("pf_event", s.pf_event.is_some()),
+            ("hotplug", s.hotplug.is_some()),
+            ("unplug", s.unplug.is_some()),
+            ("settle", s.settle.is_some()),
+            ("expect", s.expect.is_some()),
+            ("consistent", s.consistent.is_some()),
+            ("snapshot", s.snapshot.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(k, p)| p.then_some(k))
+        .collect();
+        let keyword = match present.as_slice() {
+            [one] => *one,
+            [] => {
+                return Err(err(
+                    "a step needs one action: guest, background, stop, repeat, parallel, fault, \
+                     release, pf_event, hotplug, unplug, settle, expect, consistent or snapshot"
+                        .into(),
+                ))
+            }
+            many => {
+                return Err(err(format!(
+                    "a step has exactly one action, this one has {}",
+                    many.join(", ")
+                )))
+            }
+        };
+        // Modifiers only where they mean something.
+        let allowed: &[&str] = match keyword {
+            "guest" => &["may_fail", "vm", "timeout_ms"],
+            "background" => &["id", "vm"],
+            "parallel" => &["may_fail", "vm"],
+            "repeat" => &["steps"],
+            "release" | "settle" => &["timeout_ms"],
+            _ => &[],
+        };
+        for (modifier, given) in [
+            ("may_fail", s.may_fail.is_some()),
+            ("vm", s.vm.is_some()),
+            ("id", s.id.is_some()),
+            ("steps", s.steps.is_some()),
+            ("timeout_ms", s.timeout_ms.is_some()),
+        ] {
+            if given && !allowed.contains(&modifier) {
+                return Err(err(format!("`{modifier}` does not apply to a `{keyword}` step")));
+            }
+        }
+        if s.vm.is_some_and(|vm| vm != 0) {
+            return Err(err("vm must be 0: the scenario has one VM".into()));
+        }
+        let check_vf = |vf: u16, what: &str| -> Result<(), ParseError> {
+            if vf < vfs {
+                Ok(())
+            } else {
+                Err(err(format!(
+                    "{what} names vf{vf}, but the PF has {vfs} VF(s) (set `vfs` at the top)"
+                )))
+            }
+        };
+        let action = match keyword {
+            "guest" => Action::Guest {
+                cmd: s.guest.unwrap_or_default(),
+                may_fail: s.may_fail.unwrap_or(false),
+                timeout_ms: s.timeout_ms,
+            },
+            "background" => {
+                let id = s
+                    .id
+                    .ok_or_else(|| err("a background step needs `id = \"name\"`".into()))?;
+                if !check.backgrounds.insert(id.clone()) {
+                    return Err(err(format!("background id `{id}` is used twice")));
+                }
+                Action::Background {
+                    cmd: s.background.unwrap_or_default(),
+                    id,
+                }
+            }
+            "stop" => {
+                let id = s.stop.unwrap_or_default();
+                if !check.backgrounds.contains(&id) {
+                    return Err(err(format!("stop names `{id}`, which no background step before it started")));
+                }
+                Action::Stop { id }
+            }
+            "repeat" => {
+                let inner = s
+                    .steps
+                    .ok_or_else(|| err("a repeat step needs `steps = [ ... ]`".into()))?;
+                Action::Repeat {
+                    times: s.repeat.unwrap_or(0),
+                    steps: self.steps(inner, vfs, check)?,
+                }
+            }
+            "parallel" => {
+                let cmds = s.parallel.unwrap_or_default();
+                if cmds.len() < 2 {
+                    return Err(err("parallel needs at least two commands".into()));
+                }
+                Action::Parallel {
+                    cmds,
+                    may_fail: s.may_fail.unwrap_or(false),
+                }
+            }
+            "fault" => {
+                let fault = s.fault.unwrap_or_else(|| unreachable!());
+                if let Some(vf) = fault.vf {
+                    check_vf(vf, "fault")?;
+                }
+                if let Some(op) = &fault.op {
+                    op.parse::<VirtchnlOp>().map_err(|e| err(format!("fault op: {e}")))?;
+                }
+                if let Some(status) = &fault.status {
+                    if fault.action != FaultAction::Reject {
+                        return Err(err("fault status applies to action = \"reject\" only".into()));
+                    }
+                    status
+                        .parse::<VirtchnlStatus>()
+                        .map_err(|e| err(format!("fault status: {e}")))?;
+                }
+                if (fault.action == FaultAction::Delay) != fault.delay_ms.is_some() {
+                    return Err(err(
+                        "delay_ms is required with action = \"delay\" and applies to nothing else"
+                            .into(),
+                    ));
+                }
+                Action::Fault(fault)
+            }
+            "release" => {
+                let vf = s.release.and_then(|r| r.vf);
+                if let Some(vf) = vf {
+                    check_vf(vf, "release")?;
+                }
+                Action::Release {
+                    vf,
+                    timeout_ms: s.timeout_ms,
+                }
+            }
+            "pf_event" => {
+                let ev = s.pf_event.unwrap_or_else(|| unreachable!());
+                check_vf(ev.vf, "pf_event")?;
+                Action::PfEvent {
+                    vf: ev.vf,
+                    kind: ev.kind,
+                }
+            }
+            "hotplug" | "unplug" => {
+                let plug = keyword == "hotplug";
+                let vf = s.hotplug.or(s.unplug).map(|v| v.vf).unwrap_or_default();
+                check_vf(vf, keyword)?;
+                check.first_plug.entry(vf).or_insert(plug);
+                if plug {
+                    Action::Hotplug { vf }
+                } else {
+                    Action::Unplug { vf }
+                }
+            }
+            "settle" => {
+                if s.settle != Some(true) {
+                    return Err(err("write `settle = true`".into()));
+                }
+                Action::Settle {
+                    timeout_ms: s.timeout_ms,
+                }
+            }
+            "expect" => {
+                let expect = s.expect.unwrap_or_default();
+                check_vf(expect.vf, "expect")?;
+                for name in expect.drops.keys() {
+                    if !DROP_COUNTERS.contains(&name.as_str()) {
+                        return Err(err(format!(
+                            "unknown drop counter `{name}`; expected one of {}",
+                            DROP_COUNTERS.join(", ")
+                        )));
+                    }
+                }
+                for op in expect.requests.keys() {
+                    op.parse::<VirtchnlOp>()
+                        .map_err(|e| err(format!("expect requests: {e}")))?;
+                }
+                for vid in expect.vlan_dels.keys() {
+                    if !vid.parse::<u16>().is_ok_and(|v| (1..4095).contains(&v)) {
+                        return Err(err(format!(
+                            "expect vlan_dels: `{vid}` is not a VLAN id (1 to 4094)"
+                        )));
+                    }
+                }
+                Action::Expect(expect)
+            }
+            "consistent" => {
+                if s.consistent != Some(true) {
+                    return Err(err("write `consistent = true`".into()));
+                }
+                Action::Consistent
+            }
+            "snapshot" => {
+                let label = s.snapshot.unwrap_or_default();
+                if label.is_empty()
+                    || !label
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+                {
+                    return Err(err(format!(
+                        "snapshot label `{label}` must be letters, digits, `-` and `_`"
+                    )));
+                }
+                if !check.labels.insert(label.clone()) {
+                    return Err(err(format!("snapshot label `{label}` is used twice")));
+                }
+                Action::Snapshot { label }
+            }
+            other => unreachable!("action {other}"),
+        };
+        Ok(Step { action, pos })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_str(text: &str) -> Result<Scenario, ParseError> {
+        parse(text, Path::new("t.toml"))
+    }
+
+    #[test]
+    fn a_full_scenario_parses() {
+        let s = parse_str(
+            r#"
+name = "demo"
+description = "everything"
+vfs = 2
+driver = { vlan_fsm = "legacy" }
+expect_fail = "lost"
+
+[pf.vf1]
+spoofchk = true
+max_vlans = 4
+vlan_v2 = false
+
+[[step]]
+guest = "ip link set vf0 up"
+may_fail = true
+
+[[step]]
+repeat = 3
+steps = [ { guest = "true" }, { parallel = ["a", "b"] } ]
+
+[[step]]
+fault = { vf = 0, op = "DEL_VLAN_V2", action = "reject", status = "ERR_PARAM" }
+
+[[step]]
+unplug = { vf = 1 }
+
+[[step]]
+expect = { vf = 0, vlans = [100], macs = ["02:00:00:00:10:00"], drops = { anti_spoof_vlan = 0 }, requests = { DEL_VLAN_V2 = 1 } }
+
+[[step]]
+snapshot = "end"
+"#,
+        )
+        .expect("valid");
+        assert_eq!(s.name, "demo");
+        assert_eq!(s.vfs, 2);
+        assert_eq!(s.vlan_fsm, VlanFsm::Legacy);
+        assert_eq!(s.pf[&1].max_vlans, Some(4));
+        assert_eq!(s.vfs_at_boot, vec![0, 1], "unplugged first: plugged at boot");
+        assert_eq!(s.steps.len(), 6);
+        assert_eq!(s.steps[0].pos, Pos { line: 13, column: 1 }, "the [[step]] header");
+        match &s.steps[1].action {
+            Action::Repeat { times: 3, steps } => {
+                assert_eq!(steps.len(), 2);
+                assert_eq!(steps[1].pos.line, 19);
+            }
+            other => panic!("{other:?}"),
+        }
+        let Action::Fault(f) = &s.steps[2].action else {
+            panic!("a fault")
+        };
+        assert_eq!(
+            f.command(),
+            serde_json::json!({"cmd": "fault", "vf": 0, "op": "DEL_VLAN_V2", "action": "reject",
+                "status": "ERR_PARAM", "count": 1})
+        );
+    }
+
+    #[test]
+    fn a_vf_hotplugged_first_is_not_plugged_at_boot() {
+        let s = parse_str("name = \"x\"\nvfs = 2\n[[step]]\nhotplug = { vf = 1 }\n").unwrap();
+        assert_eq!(s.vfs_at_boot, vec![0]);
+    }
+
+    fn error(text: &str) -> String {
+        parse_str(text).expect_err("invalid").to_string()
+    }
+
+    #[test]
+    fn errors_name_file_line_and_column() {
+        let e = error("name = \"x\"\n[[step]]\nguest = \"true\"\nsettel = true\n");
+        assert!(e.starts_with("t.toml:4:1: ") && e.contains("settel"), "{e}");
+        let e = error("name = \"x\"\n\n[[step]]\nguest = \"a\"\nfault = { action = \"hold\" }\n");
+        assert!(e.starts_with("t.toml:3:1: ") && e.contains("guest, fault"), "{e}");
+        let e = error("name = \"x\"\n[[step]]\nfault = { action = \"explode\" }\n");
+        assert!(e.starts_with("t.toml:3:") && e.contains("explode"), "{e}");
+        let e = error("name = \"x\"\n[[step]]\nrepeat = 2\nsteps = [ { guest = \"a\", bogus = 1 } ]\n");
+        assert!(e.starts_with("t.toml:4:") && e.contains("bogus"), "{e}");
+        let e = error("name = \"x\"\n[[step]]\nexpect = { vf = 1 }\n");
+        assert!(e.starts_with("t.toml:2:1: ") && e.contains("vf1") && e.contains("vfs"), "{e}");
+        let e = error("name = \"x\"\n[[step]]\nfault = { op = \"DEL_VLAN_V3\", action = \"hold\" }\n");
+        assert!(e.contains("DEL_VLAN_V3"), "{e}");
+        let e = error("name = \"x\"\n[[step]]\nstop = \"load\"\n");
+        assert!(e.contains("no background"), "{e}");
+        let e = error("name = \"x\"\n[[step]]\nsettle = true\nmay_fail = true\n");
+        assert!(e.contains("may_fail") && e.contains("settle"), "{e}");
+        let e = error("name = \"x\"\n[pf.vf0]\ntrusted = true\n");
+        assert!(e.starts_with("t.toml:3:1: ") && e.contains("trusted"), "{e}");
+        let e = error("name = \"x\"\n[[step]]\nexpect = { vf = 0, drops = { spoof = 0 } }\n");
+        assert!(e.contains("spoof") && e.contains("anti_spoof_vlan"), "{e}");
+        let e = error("name = \"a b\"\n");
+        assert!(e.starts_with("t.toml:1:8: "), "{e}");
+        let e = error("name = \"x\"\n[[step]]\nguest = \"unterminated\n");
+        assert!(e.starts_with("t.toml:3:"), "{e}");
+    }
+}

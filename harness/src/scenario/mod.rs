@@ -1,0 +1,44 @@
+//! Scenarios: what users of the rig write, often straight from a bug
+//! report, and run with `cargo rig run FILE`.
+//!
+//! - [`format`]: the TOML format, parsed and checked with file, line and
+//!   column in every error;
+//! - [`check`]: the `expect` and `consistent` checks, pure functions over
+//!   the PF tables, the drivers' status and the guest's links;
+//! - [`snapshot`]: the deterministic view of the PF tables that `insta`
+//!   compares with `snapshots/`;
+//! - [`runner`]: boots the VM, runs the steps, and reports.
+
+pub mod check;
+pub mod format;
+pub mod report;
+pub mod runner;
+pub mod snapshot;
+
+use std::path::{Path, PathBuf};
+
+pub use format::{load, parse, Action, ParseError, Scenario, Step, VlanFsm};
+pub use runner::{run, Failure, RunOptions, ScenarioResult};
+
+/// The scenario library shipped with the rig: `harness/scenarios/`.
+pub fn library_dir() -> PathBuf {
+    crate::paths::workspace_root().join("harness").join("scenarios")
+}
+
+/// The `.toml` files in `dir` and its subdirectories, sorted.
+pub fn find(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    let mut dirs = vec![dir.to_owned()];
+    while let Some(d) = dirs.pop() {
+        for entry in std::fs::read_dir(&d)? {
+            let path = entry?.path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|e| e == "toml") {
+                out.push(path);
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}

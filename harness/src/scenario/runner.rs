@@ -1,0 +1,775 @@
+//! Runs a [`Scenario`] against a real VM: the I/O shell around the pure
+//! parts in [`format`](super::format) and [`check`](super::check).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use serde_json::{json, Value};
+use vfrig_device::engine::{Entry, Outcome};
+use vfrig_device::pf::{Tables, VfId};
+
+use super::check::{self, Comparison, DriverView, KernelView, KERNEL_VIEW_CMD};
+use super::format::{Action, Scenario, Step, VlanFsm};
+use super::snapshot;
+use crate::image::{self, ImageOptions};
+use crate::qemu::AccelChoice;
+use crate::rundir::SocketDir;
+use crate::vm::scaled;
+use crate::{AgentClient, Rig, RigConfig, VmConfig};
+
+/// How to run scenarios.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Overrides the scenario's `driver.vlan_fsm` (snapshots are skipped).
+    pub vlan_fsm: Option<VlanFsm>,
+    /// Boot this bzImage instead of the Debian kernel.
+    pub kernel: Option<PathBuf>,
+    /// Modules for `kernel`.
+    pub modules: Option<PathBuf>,
+    /// Seed of the PF's probabilistic faults.
+    pub seed: u64,
+    /// Accelerator (default: `VFRIG_ACCEL`, else a KVM probe).
+    pub accel: Option<AccelChoice>,
+    /// Print each step and the PF tables as they change.
+    pub verbose: bool,
+}
+
+/// Where and why a scenario failed.
+#[derive(Debug, Clone, Serialize)]
+pub struct Failure {
+    /// The step, as `step 3 (line 21) fault` or `after the steps`.
+    pub step: String,
+    /// What went wrong.
+    pub message: String,
+    /// On a consistency failure: per VF, the three views.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub views: Option<Value>,
+}
+
+/// The result of one scenario.
+#[derive(Debug, Clone, Serialize)]
+pub struct ScenarioResult {
+    /// The scenario's name.
+    pub name: String,
+    /// Its file.
+    pub file: PathBuf,
+    /// The VLAN state machine it ran with.
+    pub vlan_fsm: VlanFsm,
+    /// The symptom it was expected to fail with, if any.
+    pub expect_fail: Option<String>,
+    /// Whether it passed: it ran to the end, or failed with the expected
+    /// symptom.
+    pub passed: bool,
+    /// Why it did not run to the end.
+    pub failure: Option<Failure>,
+    /// Why it did not pass (a failure, or an expected failure that did not
+    /// come).
+    pub verdict: String,
+    /// The final PF tables, per VF (`tables.vf0.vlans`, `tables.vf0.macs`, ...).
+    pub tables: Value,
+    /// Requests each VF sent, by opcode.
+    pub requests: BTreeMap<String, BTreeMap<String, u64>>,
+    /// Kernel splats on the console.
+    pub splats: Vec<String>,
+    /// Figures: boot time, run time, settle times.
+    pub timings: Timings,
+    /// The run's artifact directory.
+    pub artifacts: Option<PathBuf>,
+}
+
+/// How long things took.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Timings {
+    /// QEMU start to the agent's hello, seconds.
+    pub boot_s: f64,
+    /// The whole scenario including boot and shutdown, seconds.
+    pub total_s: f64,
+    /// Each settle, milliseconds.
+    pub settle_ms: Vec<f64>,
+}
+
+/// Why a step failed.
+#[derive(Debug)]
+struct StepError {
+    message: String,
+    views: Option<Value>,
+}
+
+impl From<String> for StepError {
+    fn from(message: String) -> Self {
+        StepError {
+            message,
+            views: None,
+        }
+    }
+}
+
+/// What the runner saw at one moment.
+#[derive(Debug, Clone, PartialEq)]
+struct Observation {
+    drivers: BTreeMap<u16, DriverView>,
+    kernel: KernelView,
+}
+
+/// The state of a running scenario.
+struct Run<'a> {
+    scenario: &'a Scenario,
+    rig: &'a Rig,
+    fsm: VlanFsm,
+    snapshots: bool,
+    verbose: bool,
+    plugged: BTreeSet<u16>,
+    backgrounds: BTreeSet<String>,
+    timings: Timings,
+    last_vlans: String,
+}
+
+/// Runs one scenario: boots its VM, runs its steps, shuts down. Errors
+/// before the VM is up (no image, no QEMU) are returned as `Err`;
+/// everything after is in the result.
+pub fn run(scenario: &Scenario, opts: &RunOptions) -> anyhow::Result<ScenarioResult> {
+    let start = Instant::now();
+    let fsm = opts.vlan_fsm.unwrap_or(scenario.vlan_fsm);
+    let img = image::prepare(&ImageOptions {
+        flavour: scenario.flavour,
+        kernel: opts.kernel.clone(),
+        modules: opts.modules.clone(),
+    })?;
+    let policy_dir = SocketDir::create()?;
+    let policy = policy_dir.path().join("policy.toml");
+    std::fs::write(&policy, policy_file(scenario))?;
+    let mut vm = VmConfig::new(
+        &format!("scenario-{}-{fsm}", scenario.name),
+        &img.kernel,
+        &img.initramfs,
+    );
+    vm.vfs_at_boot = scenario.vfs_at_boot.clone();
+    if let Some(accel) = opts.accel {
+        vm.accel = accel;
+    }
+    let rig = Rig::start(&RigConfig {
+        vfs: scenario.vfs,
+        policy: Some(policy),
+        seed: opts.seed,
+        vm,
+    })?;
+    let _ = std::fs::write(
+        rig.vm.run_dir().join("scenario.toml"),
+        std::fs::read(&scenario.path).unwrap_or_default(),
+    );
+    let mut run = Run {
+        scenario,
+        rig: &rig,
+        fsm,
+        snapshots: opts.vlan_fsm.is_none_or(|f| f == scenario.vlan_fsm),
+        verbose: opts.verbose,
+        plugged: BTreeSet::new(),
+        backgrounds: BTreeSet::new(),
+        timings: Timings {
+            boot_s: rig.vm.boot().ready_after.as_secs_f64(),
+            ..Timings::default()
+        },
+        last_vlans: String::new(),
+    };
+    let mut failure = None;
+    for &vf in &scenario.vfs_at_boot {
+        if let Err(e) = run.start_driver(vf) {
+            failure = Some(Failure {
+                step: "starting the drivers".into(),
+                message: e.message,
+                views: None,
+            });
+            break;
+        }
+    }
+    if failure.is_none() {
+        failure = run.steps(&scenario.steps, "");
+    }
+    let splats: Vec<String> = rig.vm.splats().iter().map(|s| s.excerpt.clone()).collect();
+    if failure.is_none() {
+        if let Some(first) = splats.first() {
+            failure = Some(Failure {
+                step: "after the steps".into(),
+                message: format!("kernel splat on the console:\n{first}"),
+                views: None,
+            });
+        }
+    }
+    run.teardown();
+    let (tables, requests) = rig.daemon.device().with(|engine, _| {
+        (
+            engine.tables(),
+            request_counts(engine.transcript().iter(), scenario.vfs),
+        )
+    });
+    let artifacts = Some(rig.vm.run_dir().to_owned());
+    let timings = std::mem::take(&mut run.timings);
+    drop(run);
+    // A splat was reported above; a shutdown error is only worth a line.
+    if let Err(err) = rig.shutdown() {
+        if splats.is_empty() {
+            crate::ui::say(format!("shutting the VM down: {err}"));
+        }
+    }
+    let (passed, verdict) = verdict(scenario.expect_fail.as_deref(), failure.as_ref());
+    Ok(ScenarioResult {
+        name: scenario.name.clone(),
+        file: scenario.path.clone(),
+        vlan_fsm: fsm,
+        expect_fail: scenario.expect_fail.clone(),
+        passed,
+        failure,
+        verdict,
+        tables: serde_json::to_value(&tables.vfs).unwrap_or(Value::Null),
+        requests,
+        splats,
+        timings: Timings {
+            total_s: start.elapsed().as_secs_f64(),
+            ..timings
+        },
+        artifacts,
+    })
+}
+
+/// Whether a run passed, and why in words.
+fn verdict(expect_fail: Option<&str>, failure: Option<&Failure>) -> (bool, String) {
+    match (expect_fail, failure) {
+        (None, None) => (true, "passed".into()),
+        (None, Some(f)) => (false, format!("failed at {}", f.step)),
+        (Some(symptom), Some(f))
+            if f.message.to_lowercase().contains(&symptom.to_lowercase()) =>
+        {
+            (
+                true,
+                format!("failed as expected at {} with \"{symptom}\"", f.step),
+            )
+        }
+        (Some(symptom), Some(f)) => (
+            false,
+            format!(
+                "expected to fail with \"{symptom}\", but failed at {} with something else",
+                f.step
+            ),
+        ),
+        (Some(symptom), None) => (
+            false,
+            format!("expected to fail with \"{symptom}\", but passed: the rig did not catch the bug"),
+        ),
+    }
+}
+
+/// The daemon's policy file for the scenario's `[pf.vfN]` tables.
+fn policy_file(scenario: &Scenario) -> String {
+    let mut out = String::new();
+    for (vf, patch) in &scenario.pf {
+        let _ = writeln!(out, "[vf{vf}]");
+        out.push_str(&toml::to_string(patch).unwrap_or_default());
+    }
+    out
+}
+
+/// Requests per VF (`vf0`) and opcode.
+fn request_counts<'e>(
+    entries: impl Iterator<Item = &'e Entry>,
+    vfs: u16,
+) -> BTreeMap<String, BTreeMap<String, u64>> {
+    let mut out: BTreeMap<String, BTreeMap<String, u64>> =
+        (0..vfs).map(|vf| (format!("vf{vf}"), BTreeMap::new())).collect();
+    for e in entries {
+        *out.entry(format!("vf{}", e.vf.0))
+            .or_default()
+            .entry(e.op.clone())
+            .or_default() += 1;
+    }
+    out
+}
+
+fn driver_job(vf: u16) -> String {
+    format!("driver-vf{vf}")
+}
+
+const T: Duration = Duration::from_secs(60);
+
+impl Run<'_> {
+    fn agent(&self) -> &AgentClient {
+        self.rig.vm.agent()
+    }
+
+    fn control(&self, cmd: &Value) -> Result<Value, String> {
+        let line = cmd.to_string();
+        let reply = self
+            .rig
+            .daemon
+            .device()
+            .with(|engine, now| vfrig_device::control::handle_line(engine, now, &line));
+        let reply: Value =
+            serde_json::from_str(&reply).map_err(|e| format!("PF control reply: {e}: {reply}"))?;
+        match reply.get("ok") {
+            Some(v) => Ok(v.clone()),
+            None => Err(format!("the PF refused `{line}`: {}", reply["error"])),
+        }
+    }
+
+    fn tables(&self) -> Tables {
+        self.rig.daemon.device().with(|engine, _| engine.tables())
+    }
+
+    fn transcript(&self) -> Vec<Entry> {
+        self.rig
+            .daemon
+            .device()
+            .with(|engine, _| engine.transcript().iter().cloned().collect())
+    }
+
+    fn say(&self, msg: impl AsRef<str>) {
+        if self.verbose {
+            crate::ui::say(msg);
+        }
+    }
+
+    fn start_driver(&mut self, vf: u16) -> Result<(), StepError> {
+        let cmd = format!(
+            "RUST_LOG=info exec vfrig-driver run --vf {vf} --vlan-fsm {}",
+            self.fsm
+        );
+        self.agent()
+            .spawn(&driver_job(vf), &cmd)
+            .map_err(|e| e.to_string())?;
+        self.plugged.insert(vf);
+        let deadline = Instant::now() + scaled(T);
+        loop {
+            let out = self
+                .agent()
+                .run(
+                    &format!("ip link show vf{vf} >/dev/null && vfrig-driver status --vf {vf}"),
+                    scaled(T),
+                )
+                .map_err(|e| e.to_string())?;
+            if out.success() && out.stdout.contains(r#""phase":"down""#) {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "the driver for vf{vf} did not come up within {:?}: {}{}\n{}",
+                    scaled(T),
+                    out.stdout,
+                    out.stderr,
+                    self.driver_log(vf)
+                )
+                .into());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Stops a driver and keeps its log in the artifacts.
+    fn stop_driver(&mut self, vf: u16) -> String {
+        self.plugged.remove(&vf);
+        let log = match self.agent().stop(&driver_job(vf)) {
+            Ok(out) => out.stderr,
+            Err(err) => format!("(the driver's output is unavailable: {err})"),
+        };
+        let _ = std::fs::write(
+            self.rig.vm.run_dir().join(format!("driver-vf{vf}.log")),
+            &log,
+        );
+        log
+    }
+
+    fn driver_log(&self, vf: u16) -> String {
+        format!(
+            "the driver's log will be in {}",
+            self.rig
+                .vm
+                .run_dir()
+                .join(format!("driver-vf{vf}.log"))
+                .display()
+        )
+    }
+
+    fn teardown(&mut self) {
+        for id in std::mem::take(&mut self.backgrounds) {
+            if let Ok(out) = self.agent().stop(&id) {
+                let _ = std::fs::write(
+                    self.rig.vm.run_dir().join(format!("background-{id}.log")),
+                    format!("{}{}", out.stdout, out.stderr),
+                );
+            }
+        }
+        for vf in self.plugged.clone() {
+            self.stop_driver(vf);
+        }
+    }
+
+    /// Runs steps in order; the first failure ends the run.
+    fn steps(&mut self, steps: &[Step], context: &str) -> Option<Failure> {
+        for (i, step) in steps.iter().enumerate() {
+            let at = format!(
+                "{context}step {} (line {}) {}",
+                i + 1,
+                step.pos.line,
+                step.action.keyword()
+            );
+            self.say(format!("{} {at}", self.scenario.name));
+            match &step.action {
+                Action::Repeat { times, steps } => {
+                    for round in 1..=*times {
+                        let inner = format!("{at}, round {round}/{times}: ");
+                        if let Some(f) = self.steps(steps, &inner) {
+                            return Some(f);
+                        }
+                    }
+                }
+                action => {
+                    if let Err(e) = self.step(action) {
+                        return Some(Failure {
+                            step: at,
+                            message: e.message,
+                            views: e.views,
+                        });
+                    }
+                }
+            }
+            if self.verbose && context.is_empty() {
+                self.print_changes();
+            }
+        }
+        None
+    }
+
+    fn print_changes(&mut self) {
+        let tables = self.tables();
+        let now: Vec<String> = tables
+            .vfs
+            .iter()
+            .map(|(key, t)| {
+                format!(
+                    "vf{}: vlans {:?} macs {} queues {}",
+                    key.0,
+                    t.vlans,
+                    t.macs.len(),
+                    if t.queues.rx != 0 { "on" } else { "off" }
+                )
+            })
+            .collect();
+        let now = now.join("; ");
+        if now != self.last_vlans {
+            crate::ui::say(format!("  PF  {now}"));
+            self.last_vlans = now;
+        }
+    }
+
+    fn step(&mut self, action: &Action) -> Result<(), StepError> {
+        match action {
+            Action::Guest {
+                cmd,
+                may_fail,
+                timeout_ms,
+            } => {
+                let timeout = timeout_ms.map_or(scaled(T), |ms| scaled(Duration::from_millis(ms)));
+                let out = self.agent().run(cmd, timeout).map_err(|e| e.to_string())?;
+                if !out.success() && !may_fail {
+                    return Err(format!(
+                        "guest command `{cmd}` failed ({}):\n{}{}",
+                        describe_exit(&out),
+                        out.stdout,
+                        out.stderr
+                    )
+                    .into());
+                }
+                Ok(())
+            }
+            Action::Background { cmd, id } => {
+                self.agent().spawn(id, cmd).map_err(|e| e.to_string())?;
+                self.backgrounds.insert(id.clone());
+                Ok(())
+            }
+            Action::Stop { id } => {
+                let out = self.agent().stop(id).map_err(|e| e.to_string())?;
+                self.backgrounds.remove(id);
+                let _ = std::fs::write(
+                    self.rig.vm.run_dir().join(format!("background-{id}.log")),
+                    format!("{}{}", out.stdout, out.stderr),
+                );
+                Ok(())
+            }
+            Action::Parallel { cmds, may_fail } => {
+                let agent = self.agent();
+                let results: Vec<_> = std::thread::scope(|s| {
+                    let handles: Vec<_> = cmds
+                        .iter()
+                        .map(|cmd| s.spawn(move || agent.run(cmd, scaled(T))))
+                        .collect();
+                    handles
+                        .into_iter()
+                        .map(|h| h.join().unwrap_or_else(|_| Err(crate::AgentError::Closed)))
+                        .collect()
+                });
+                let mut errors = Vec::new();
+                for (cmd, result) in cmds.iter().zip(results) {
+                    match result {
+                        Err(e) => errors.push(format!("`{cmd}`: {e}")),
+                        Ok(out) if !out.success() && !may_fail => errors.push(format!(
+                            "`{cmd}` failed ({}):\n{}{}",
+                            describe_exit(&out),
+                            out.stdout,
+                            out.stderr
+                        )),
+                        Ok(_) => {}
+                    }
+                }
+                if errors.is_empty() {
+                    Ok(())
+                } else {
+                    Err(format!("parallel guest commands failed:\n{}", errors.join("\n")).into())
+                }
+            }
+            Action::Fault(fault) => self.control(&fault.command()).map(|_| ()).map_err(Into::into),
+            Action::Release { vf, timeout_ms } => {
+                let wait = scaled(Duration::from_millis(timeout_ms.unwrap_or(3000)));
+                let deadline = Instant::now() + wait;
+                while !self.holds(*vf) && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                let mut cmd = json!({"cmd": "release"});
+                if let Some(vf) = vf {
+                    cmd["vf"] = (*vf).into();
+                }
+                let released = self.control(&cmd)?;
+                self.say(format!("  released {}", released["released"]));
+                Ok(())
+            }
+            Action::PfEvent { vf, kind } => self
+                .control(&json!({"cmd": "event", "vf": vf, "kind": kind.as_str()}))
+                .map(|_| ())
+                .map_err(Into::into),
+            Action::Hotplug { vf } => {
+                self.rig.vm.hotplug_vf(*vf).map_err(|e| e.to_string())?;
+                self.start_driver(*vf)
+            }
+            Action::Unplug { vf } => {
+                // The driver lets go of the device first, as a kernel driver's
+                // remove() would before the slot powers off.
+                if self.plugged.contains(vf) {
+                    self.stop_driver(*vf);
+                }
+                self.rig.vm.unplug_vf(*vf).map_err(|e| e.to_string().into())
+            }
+            Action::Settle { timeout_ms } => self.settle(*timeout_ms).map(|_| ()),
+            Action::Expect(e) => {
+                let table = self
+                    .tables()
+                    .vf(e.vf)
+                    .cloned()
+                    .ok_or_else(|| format!("the PF has no vf{}", e.vf))?;
+                let transcript = self.transcript();
+                let mine: Vec<&Entry> =
+                    transcript.iter().filter(|t| t.vf == VfId(e.vf)).collect();
+                let problems = check::expect(e, &table, &mine);
+                if problems.is_empty() {
+                    Ok(())
+                } else {
+                    Err(format!("expectation not met:\n  - {}", problems.join("\n  - ")).into())
+                }
+            }
+            Action::Consistent => {
+                let obs = self.settle(None)?;
+                self.consistent(&obs)
+            }
+            Action::Snapshot { label } => {
+                let obs = self.settle(None)?;
+                if !self.snapshots {
+                    self.say(format!(
+                        "  snapshot `{label}` skipped: --vlan-fsm overrides the scenario's driver"
+                    ));
+                    return Ok(());
+                }
+                let value = snapshot::view(&self.tables(), &obs.drivers);
+                snapshot::assert(&self.scenario.name, label, &self.scenario.description, &value)
+                    .map_err(Into::into)
+            }
+            Action::Repeat { .. } => unreachable!("repeat is expanded by steps()"),
+        }
+    }
+
+    /// Whether the PF holds a request of `vf` (any VF when `None`).
+    fn holds(&self, vf: Option<u16>) -> bool {
+        self.rig.daemon.device().with(|engine, _| {
+            engine.transcript().iter().any(|e| {
+                vf.is_none_or(|vf| e.vf == VfId(vf))
+                    && e.outcome == Outcome::Pending
+                    && e.fault.as_deref() == Some("hold")
+            })
+        })
+    }
+
+    /// One look at the drivers and the guest's links.
+    fn observe(&self) -> Result<Observation, String> {
+        let mut script = String::new();
+        for vf in &self.plugged {
+            let _ = write!(
+                script,
+                "echo '== driver {vf}'; vfrig-driver status --vf {vf} 2>&1; "
+            );
+        }
+        script.push_str("echo '== kernel'; ");
+        script.push_str(KERNEL_VIEW_CMD);
+        let out = self
+            .agent()
+            .run(&script, scaled(T))
+            .map_err(|e| e.to_string())?;
+        let (drivers_text, kernel_text) = out
+            .stdout
+            .split_once("== kernel\n")
+            .ok_or_else(|| format!("unexpected observation output:\n{}{}", out.stdout, out.stderr))?;
+        let mut drivers = BTreeMap::new();
+        for section in drivers_text.split("== driver ").skip(1) {
+            let (vf, body) = section.split_once('\n').unwrap_or((section, ""));
+            let vf: u16 = vf.trim().parse().map_err(|_| format!("bad driver section `{vf}`"))?;
+            let status: Value = serde_json::from_str(body.trim()).map_err(|e| {
+                format!("`vfrig-driver status --vf {vf}` did not print JSON ({e}): {body}")
+            })?;
+            drivers.insert(vf, DriverView::parse(&status)?);
+        }
+        let kernel = KernelView::parse(kernel_text)?;
+        Ok(Observation { drivers, kernel })
+    }
+
+    /// Waits until the PF has answered everything, nothing is held, every
+    /// driver is idle and two looks in a row at the drivers and the guest's
+    /// links agree.
+    fn settle(&mut self, timeout_ms: Option<u64>) -> Result<Observation, StepError> {
+        let start = Instant::now();
+        let limit = scaled(Duration::from_millis(timeout_ms.unwrap_or(20_000)));
+        let mut previous: Option<Observation> = None;
+        loop {
+            let quiesce = self.control(&json!({"cmd": "quiesce"}))?;
+            if quiesce["held"].as_u64().unwrap_or(0) > 0 {
+                return Err(format!(
+                    "cannot settle: the PF holds {} request(s); add a `release` step first",
+                    quiesce["held"]
+                )
+                .into());
+            }
+            let obs = self.observe()?;
+            let busy: Vec<String> = obs
+                .drivers
+                .iter()
+                .filter(|(_, d)| {
+                    !d.idle() || matches!(d.phase.as_str(), "init" | "resetting")
+                })
+                .map(|(vf, d)| {
+                    format!(
+                        "vf{vf} {} pending {:?} outstanding {:?}",
+                        d.phase, d.pending, d.outstanding
+                    )
+                })
+                .collect();
+            let quiet = quiesce["settled"] == true && busy.is_empty();
+            if quiet && previous.as_ref() == Some(&obs) {
+                let ms = start.elapsed().as_secs_f64() * 1000.0;
+                self.timings.settle_ms.push((ms * 10.0).round() / 10.0);
+                return Ok(obs);
+            }
+            if start.elapsed() > limit {
+                return Err(format!(
+                    "did not settle within {limit:?}: PF {quiesce}; drivers: {}",
+                    if busy.is_empty() {
+                        "idle, but the guest's links kept changing".to_owned()
+                    } else {
+                        busy.join("; ")
+                    }
+                )
+                .into());
+            }
+            previous = quiet.then_some(obs);
+            std::thread::sleep(Duration::from_millis(30));
+        }
+    }
+
+    fn consistent(&self, obs: &Observation) -> Result<(), StepError> {
+        let tables = self.tables();
+        let transcript = self.transcript();
+        let mut problems = Vec::new();
+        let mut views = serde_json::Map::new();
+        for vf in 0..self.scenario.vfs {
+            let Some(table) = tables.vf(vf) else { continue };
+            let mine: Vec<&Entry> = transcript.iter().filter(|t| t.vf == VfId(vf)).collect();
+            let kernel = obs.kernel.vf(&format!("vf{vf}"));
+            let driver = obs.drivers.get(&vf);
+            let c: Comparison = check::compare(vf, table, &mine, driver, kernel.as_ref());
+            for p in &c.problems {
+                problems.push(format!("vf{vf}: {p}"));
+            }
+            views.insert(
+                format!("vf{vf}"),
+                json!({
+                    "kernel": kernel,
+                    "driver": driver,
+                    "pf": {"vlans": table.vlans, "macs": table.macs},
+                    "refused": c.refused,
+                }),
+            );
+        }
+        if problems.is_empty() {
+            return Ok(());
+        }
+        Err(StepError {
+            message: format!(
+                "the kernel, the driver and the PF disagree:\n  - {}",
+                problems.join("\n  - ")
+            ),
+            views: Some(Value::Object(views)),
+        })
+    }
+}
+
+fn describe_exit(out: &vfrig_agent::proto::Output) -> String {
+    match (out.status, out.signal, out.timed_out) {
+        (_, _, true) => "timed out".into(),
+        (Some(code), _, _) => format!("exit status {code}"),
+        (None, Some(sig), _) => format!("killed by signal {sig}"),
+        _ => "no exit status".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failure(message: &str) -> Failure {
+        Failure {
+            step: "step 2 (line 9) consistent".into(),
+            message: message.into(),
+            views: None,
+        }
+    }
+
+    #[test]
+    fn an_expected_failure_must_show_the_symptom() {
+        assert!(verdict(None, None).0);
+        assert!(!verdict(None, Some(&failure("x"))).0);
+        let lost = failure("vf0: VLAN 100 lost: ...");
+        assert!(verdict(Some("VLAN 100 lost"), Some(&lost)).0);
+        let (passed, why) = verdict(Some("leaked"), Some(&lost));
+        assert!(!passed && why.contains("something else"), "{why}");
+        let (passed, why) = verdict(Some("leaked"), None);
+        assert!(!passed && why.contains("did not catch"), "{why}");
+    }
+
+    #[test]
+    fn the_policy_file_has_only_what_the_scenario_set() {
+        let s = super::super::format::parse(
+            "name = \"p\"\nvfs = 2\n[pf.vf1]\nspoofchk = true\nvlan_v2 = false\n",
+            std::path::Path::new("p.toml"),
+        )
+        .expect("valid");
+        let text = policy_file(&s);
+        assert_eq!(text, "[vf1]\nspoofchk = true\nvlan_v2 = false\n");
+        let config = vfrig_device::daemon::policy_file::parse(&text, 2).expect("the daemon reads it");
+        assert!(!config.policies[1].vlan_v2);
+    }
+}
