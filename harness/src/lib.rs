@@ -28,6 +28,7 @@ pub mod qmp;
 pub mod rig;
 pub mod rundir;
 pub mod scenario;
+pub mod setup;
 pub mod splat;
 pub mod ui;
 pub mod vm;

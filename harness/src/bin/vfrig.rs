@@ -34,6 +34,14 @@ enum Cmd {
     /// Run scenario files: boot a VM per scenario, run its steps, check its
     /// expectations and snapshots. Exits non-zero when any scenario failed.
     Run(RunArgs),
+    /// The whole test suite: installs what is missing (QEMU, cargo-nextest),
+    /// builds the image, then runs every crate's tests and every scenario in
+    /// harness/scenarios/ with cargo nextest, and the doc tests.
+    Test(TestArgs),
+    /// The showcase on a fresh machine: a VM with two VFs, VLANs, down/up
+    /// cycles, a bond and a netns move, first with the fixed VLAN state
+    /// machine, then with the legacy one, and the difference.
+    Demo,
 }
 
 #[derive(Debug, Args)]
@@ -63,6 +71,22 @@ struct RunArgs {
     /// Print each step and the PF tables as they change.
     #[arg(long, short)]
     verbose: bool,
+    /// Go on after a failed step and report every failure.
+    #[arg(long)]
+    keep_going: bool,
+    /// Multiply every `repeat` count in the scenarios (soaks).
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    repeat_scale: u32,
+}
+
+#[derive(Debug, Args)]
+struct TestArgs {
+    /// The nextest profile (`nightly` writes JUnit XML).
+    #[arg(long, default_value = "default")]
+    profile: String,
+    /// More arguments for `cargo nextest run` (a filter, `--partition`, ...).
+    #[arg(last = true)]
+    nextest_args: Vec<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -155,6 +179,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Cmd::Vm(args) => vm(args),
         Cmd::Run(args) => run_scenarios(args),
+        Cmd::Test(args) => test(args),
+        Cmd::Demo => demo(),
     }
 }
 
@@ -192,6 +218,8 @@ fn run_scenarios(args: RunArgs) -> anyhow::Result<ExitCode> {
         seed: args.seed,
         accel: args.accel,
         verbose: args.verbose,
+        keep_going: args.keep_going,
+        repeat_scale: args.repeat_scale,
     };
     let mut failed = 0;
     for s in &scenarios {
@@ -305,4 +333,84 @@ fn terminal_size() -> Option<(u16, u16)> {
     let text = String::from_utf8(out.stdout).ok()?;
     let mut it = text.split_whitespace().map(|n| n.parse::<u16>().ok());
     Some((it.next()??, it.next()??))
+}
+
+/// Runs a command, inheriting stdio; true when it exited 0.
+fn cargo(args: &[&str], extra: &[String]) -> anyhow::Result<bool> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    vfrig_harness::ui::say(format!("cargo {} {}", args.join(" "), extra.join(" ")));
+    let status = std::process::Command::new(cargo)
+        .args(args)
+        .args(extra)
+        .current_dir(vfrig_harness::paths::workspace_root())
+        .status()
+        .context("cannot run cargo")?;
+    Ok(status.success())
+}
+
+fn test(args: TestArgs) -> anyhow::Result<ExitCode> {
+    let start = std::time::Instant::now();
+    vfrig_harness::setup::host()?;
+    vfrig_harness::setup::nextest()?;
+    image::prepare(&ImageOptions::default())?;
+    let locked = std::env::var_os("CI").is_some();
+    let mut nextest = vec!["nextest", "run", "--workspace", "--no-fail-fast"];
+    nextest.extend(["--profile", args.profile.as_str()]);
+    if locked {
+        nextest.push("--locked");
+    }
+    let units_ok = cargo(&nextest, &args.nextest_args)?;
+    let mut doc = vec!["test", "--workspace", "--doc"];
+    if locked {
+        doc.push("--locked");
+    }
+    let doc_ok = cargo(&doc, &[])?;
+    vfrig_harness::ui::say(format!(
+        "test suite {} in {:.1} min",
+        if units_ok && doc_ok {
+            "passed"
+        } else {
+            "FAILED"
+        },
+        start.elapsed().as_secs_f64() / 60.0
+    ));
+    Ok(if units_ok && doc_ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+#[allow(clippy::print_stdout)]
+fn demo() -> anyhow::Result<ExitCode> {
+    vfrig_harness::setup::host()?;
+    let path = scenario::library_dir().join("showcase.toml");
+    let showcase = scenario::load(&path)?;
+    println!("vfrig demo: {}\n", showcase.description);
+    let mut results = Vec::new();
+    for fsm in [VlanFsm::Fixed, VlanFsm::Legacy] {
+        println!("== the showcase with the {fsm} VLAN state machine");
+        let opts = RunOptions {
+            vlan_fsm: Some(fsm),
+            verbose: true,
+            keep_going: true,
+            ..RunOptions::default()
+        };
+        let result = scenario::run(&showcase, &opts)?;
+        print!("{}", scenario::report::text(&result));
+        for f in &result.more_failures {
+            println!("  also at {}:", f.step);
+            for line in f.message.lines() {
+                println!("  | {line}");
+            }
+        }
+        println!();
+        results.push(result);
+    }
+    println!("{}", scenario::report::compare(&results[0], &results[1]));
+    Ok(if results[0].passed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }

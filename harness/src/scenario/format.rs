@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use toml::Spanned;
-use virtchnl::{MacAddr, VirtchnlOp, VirtchnlStatus};
 use vfrig_images::Flavour;
+use virtchnl::{MacAddr, VirtchnlOp, VirtchnlStatus};
 
 /// The driver's VLAN filter state machine (`vfrig-driver run --vlan-fsm`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
@@ -50,7 +50,9 @@ impl std::str::FromStr for VlanFsm {
         match s {
             "fixed" => Ok(VlanFsm::Fixed),
             "legacy" => Ok(VlanFsm::Legacy),
-            other => Err(format!("unknown VLAN state machine `{other}`; expected fixed or legacy")),
+            other => Err(format!(
+                "unknown VLAN state machine `{other}`; expected fixed or legacy"
+            )),
         }
     }
 }
@@ -213,6 +215,38 @@ pub enum Action {
 }
 
 impl Action {
+    /// A one-line description, for progress output.
+    pub fn summary(&self) -> String {
+        let first_line = |cmd: &str| {
+            let lines: Vec<&str> = cmd.trim().lines().map(str::trim).collect();
+            lines.join("; ")
+        };
+        match self {
+            Action::Guest { cmd, .. } => format!("guest: {}", first_line(cmd)),
+            Action::Background { cmd, id } => format!("background {id}: {}", first_line(cmd)),
+            Action::Stop { id } => format!("stop {id}"),
+            Action::Repeat { times, steps } => format!("repeat {times} x {} steps", steps.len()),
+            Action::Parallel { cmds, .. } => format!("parallel: {} commands", cmds.len()),
+            Action::Fault(f) => format!(
+                "fault: {} {} on vf{}",
+                f.action.as_str(),
+                f.op.as_deref().unwrap_or("any request"),
+                f.vf.map_or("*".to_owned(), |v| v.to_string())
+            ),
+            Action::Release { vf, .. } => format!(
+                "release what the PF holds for vf{}",
+                vf.map_or("*".to_owned(), |v| v.to_string())
+            ),
+            Action::PfEvent { vf, kind } => format!("PF event {} on vf{vf}", kind.as_str()),
+            Action::Hotplug { vf } => format!("hot-plug vf{vf}"),
+            Action::Unplug { vf } => format!("unplug vf{vf}"),
+            Action::Settle { .. } => "settle".into(),
+            Action::Expect(e) => format!("expect on vf{}", e.vf),
+            Action::Consistent => "consistent: kernel, driver and PF agree".into(),
+            Action::Snapshot { label } => format!("snapshot {label}"),
+        }
+    }
+
     /// The step's key in the file, for messages.
     pub fn keyword(&self) -> &'static str {
         match self {
@@ -532,7 +566,9 @@ impl Parser<'_> {
         {
             return Err(self.error(
                 &name_span,
-                format!("name `{name}` must be letters, digits, `-` and `_` (it names snapshot files)"),
+                format!(
+                    "name `{name}` must be letters, digits, `-` and `_` (it names snapshot files)"
+                ),
             ));
         }
         let vfs = match raw.vfs {
@@ -605,12 +641,7 @@ impl Parser<'_> {
             .collect()
     }
 
-    fn step(
-        &self,
-        raw: Spanned<RawStep>,
-        vfs: u16,
-        check: &mut Check,
-    ) -> Result<Step, ParseError> {
+    fn step(&self, raw: Spanned<RawStep>, vfs: u16, check: &mut Check) -> Result<Step, ParseError> {
         let span = raw.span();
         let pos = self.pos(span.start);
         let s = raw.into_inner();
@@ -634,22 +665,21 @@ impl Parser<'_> {
         .into_iter()
         .filter_map(|(k, p)| p.then_some(k))
         .collect();
-        let keyword = match present.as_slice() {
-            [one] => *one,
-            [] => {
-                return Err(err(
+        let keyword =
+            match present.as_slice() {
+                [one] => *one,
+                [] => return Err(err(
                     "a step needs one action: guest, background, stop, repeat, parallel, fault, \
                      release, pf_event, hotplug, unplug, settle, expect, consistent or snapshot"
                         .into(),
-                ))
-            }
-            many => {
-                return Err(err(format!(
-                    "a step has exactly one action, this one has {}",
-                    many.join(", ")
-                )))
-            }
-        };
+                )),
+                many => {
+                    return Err(err(format!(
+                        "a step has exactly one action, this one has {}",
+                        many.join(", ")
+                    )))
+                }
+            };
         // Modifiers only where they mean something.
         let allowed: &[&str] = match keyword {
             "guest" => &["may_fail", "vm", "timeout_ms"],
@@ -667,7 +697,9 @@ impl Parser<'_> {
             ("timeout_ms", s.timeout_ms.is_some()),
         ] {
             if given && !allowed.contains(&modifier) {
-                return Err(err(format!("`{modifier}` does not apply to a `{keyword}` step")));
+                return Err(err(format!(
+                    "`{modifier}` does not apply to a `{keyword}` step"
+                )));
             }
         }
         if s.vm.is_some_and(|vm| vm != 0) {
@@ -689,9 +721,8 @@ impl Parser<'_> {
                 timeout_ms: s.timeout_ms,
             },
             "background" => {
-                let id = s
-                    .id
-                    .ok_or_else(|| err("a background step needs `id = \"name\"`".into()))?;
+                let id =
+                    s.id.ok_or_else(|| err("a background step needs `id = \"name\"`".into()))?;
                 if !check.backgrounds.insert(id.clone()) {
                     return Err(err(format!("background id `{id}` is used twice")));
                 }
@@ -703,7 +734,9 @@ impl Parser<'_> {
             "stop" => {
                 let id = s.stop.unwrap_or_default();
                 if !check.backgrounds.contains(&id) {
-                    return Err(err(format!("stop names `{id}`, which no background step before it started")));
+                    return Err(err(format!(
+                        "stop names `{id}`, which no background step before it started"
+                    )));
                 }
                 Action::Stop { id }
             }
@@ -732,11 +765,14 @@ impl Parser<'_> {
                     check_vf(vf, "fault")?;
                 }
                 if let Some(op) = &fault.op {
-                    op.parse::<VirtchnlOp>().map_err(|e| err(format!("fault op: {e}")))?;
+                    op.parse::<VirtchnlOp>()
+                        .map_err(|e| err(format!("fault op: {e}")))?;
                 }
                 if let Some(status) = &fault.status {
                     if fault.action != FaultAction::Reject {
-                        return Err(err("fault status applies to action = \"reject\" only".into()));
+                        return Err(err(
+                            "fault status applies to action = \"reject\" only".into()
+                        ));
                     }
                     status
                         .parse::<VirtchnlStatus>()
@@ -888,9 +924,20 @@ snapshot = "end"
         assert_eq!(s.vfs, 2);
         assert_eq!(s.vlan_fsm, VlanFsm::Legacy);
         assert_eq!(s.pf[&1].max_vlans, Some(4));
-        assert_eq!(s.vfs_at_boot, vec![0, 1], "unplugged first: plugged at boot");
+        assert_eq!(
+            s.vfs_at_boot,
+            vec![0, 1],
+            "unplugged first: plugged at boot"
+        );
         assert_eq!(s.steps.len(), 6);
-        assert_eq!(s.steps[0].pos, Pos { line: 13, column: 1 }, "the [[step]] header");
+        assert_eq!(
+            s.steps[0].pos,
+            Pos {
+                line: 13,
+                column: 1
+            },
+            "the [[step]] header"
+        );
         match &s.steps[1].action {
             Action::Repeat { times: 3, steps } => {
                 assert_eq!(steps.len(), 2);
@@ -923,21 +970,32 @@ snapshot = "end"
         let e = error("name = \"x\"\n[[step]]\nguest = \"true\"\nsettel = true\n");
         assert!(e.starts_with("t.toml:4:1: ") && e.contains("settel"), "{e}");
         let e = error("name = \"x\"\n\n[[step]]\nguest = \"a\"\nfault = { action = \"hold\" }\n");
-        assert!(e.starts_with("t.toml:3:1: ") && e.contains("guest, fault"), "{e}");
+        assert!(
+            e.starts_with("t.toml:3:1: ") && e.contains("guest, fault"),
+            "{e}"
+        );
         let e = error("name = \"x\"\n[[step]]\nfault = { action = \"explode\" }\n");
         assert!(e.starts_with("t.toml:3:") && e.contains("explode"), "{e}");
-        let e = error("name = \"x\"\n[[step]]\nrepeat = 2\nsteps = [ { guest = \"a\", bogus = 1 } ]\n");
+        let e =
+            error("name = \"x\"\n[[step]]\nrepeat = 2\nsteps = [ { guest = \"a\", bogus = 1 } ]\n");
         assert!(e.starts_with("t.toml:4:") && e.contains("bogus"), "{e}");
         let e = error("name = \"x\"\n[[step]]\nexpect = { vf = 1 }\n");
-        assert!(e.starts_with("t.toml:2:1: ") && e.contains("vf1") && e.contains("vfs"), "{e}");
-        let e = error("name = \"x\"\n[[step]]\nfault = { op = \"DEL_VLAN_V3\", action = \"hold\" }\n");
+        assert!(
+            e.starts_with("t.toml:2:1: ") && e.contains("vf1") && e.contains("vfs"),
+            "{e}"
+        );
+        let e =
+            error("name = \"x\"\n[[step]]\nfault = { op = \"DEL_VLAN_V3\", action = \"hold\" }\n");
         assert!(e.contains("DEL_VLAN_V3"), "{e}");
         let e = error("name = \"x\"\n[[step]]\nstop = \"load\"\n");
         assert!(e.contains("no background"), "{e}");
         let e = error("name = \"x\"\n[[step]]\nsettle = true\nmay_fail = true\n");
         assert!(e.contains("may_fail") && e.contains("settle"), "{e}");
         let e = error("name = \"x\"\n[pf.vf0]\ntrusted = true\n");
-        assert!(e.starts_with("t.toml:3:1: ") && e.contains("trusted"), "{e}");
+        assert!(
+            e.starts_with("t.toml:3:1: ") && e.contains("trusted"),
+            "{e}"
+        );
         let e = error("name = \"x\"\n[[step]]\nexpect = { vf = 0, drops = { spoof = 0 } }\n");
         assert!(e.contains("spoof") && e.contains("anti_spoof_vlan"), "{e}");
         let e = error("name = \"a b\"\n");

@@ -22,7 +22,9 @@ pub use runner::{run, Failure, RunOptions, ScenarioResult};
 
 /// The scenario library shipped with the rig: `harness/scenarios/`.
 pub fn library_dir() -> PathBuf {
-    crate::paths::workspace_root().join("harness").join("scenarios")
+    crate::paths::workspace_root()
+        .join("harness")
+        .join("scenarios")
 }
 
 /// The `.toml` files in `dir` and its subdirectories, sorted.
@@ -41,4 +43,28 @@ pub fn find(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     }
     out.sort();
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_library_scenario_parses_and_names_itself_after_its_file() {
+        let files = super::find(&super::library_dir()).expect("the library directory");
+        assert!(files.len() >= 10, "{files:?}");
+        for path in files {
+            let s = super::load(&path).unwrap_or_else(|e| panic!("{e}"));
+            let stem = path
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .unwrap_or_default();
+            assert_eq!(s.name, stem, "{}: name and file differ", path.display());
+            if s.vlan_fsm == super::VlanFsm::Legacy {
+                assert!(
+                    s.expect_fail.is_some(),
+                    "{}: a legacy counterpart names the symptom it must fail with",
+                    path.display()
+                );
+            }
+        }
+    }
 }

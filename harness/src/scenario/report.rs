@@ -53,3 +53,49 @@ fn compact(v: &serde_json::Value) -> String {
         other => other.to_string(),
     }
 }
+
+/// A side-by-side table of two runs of the same scenario (the demo's fixed
+/// and legacy runs): per VF the final VLANs and the VLAN requests sent.
+pub fn compare(a: &ScenarioResult, b: &ScenarioResult) -> String {
+    let mut rows: Vec<(String, String, String)> = Vec::new();
+    let outcome = |r: &ScenarioResult| match &r.failure {
+        None => "passed".to_owned(),
+        Some(_) => format!("{} failed step(s)", 1 + r.more_failures.len()),
+    };
+    rows.push(("".into(), a.vlan_fsm.to_string(), b.vlan_fsm.to_string()));
+    rows.push(("checks".into(), outcome(a), outcome(b)));
+    let vfs = a
+        .tables
+        .as_object()
+        .map(|m| m.keys().cloned().collect::<Vec<_>>());
+    for vf in vfs.unwrap_or_default() {
+        let vlans = |r: &ScenarioResult| r.tables[&vf]["vlans"].to_string();
+        rows.push((format!("{vf} VLANs on the PF"), vlans(a), vlans(b)));
+        for op in [
+            "ADD_VLAN_V2",
+            "DEL_VLAN_V2",
+            "DISABLE_QUEUES",
+            "ENABLE_QUEUES",
+        ] {
+            let count = |r: &ScenarioResult| {
+                r.requests
+                    .get(&vf)
+                    .and_then(|m| m.get(op))
+                    .copied()
+                    .unwrap_or(0)
+                    .to_string()
+            };
+            rows.push((format!("{vf} {op} sent"), count(a), count(b)));
+        }
+        let drops =
+            |r: &ScenarioResult| r.tables[&vf]["traffic"]["drops"]["anti_spoof_vlan"].to_string();
+        rows.push((format!("{vf} VLAN anti-spoof drops"), drops(a), drops(b)));
+    }
+    let w0 = rows.iter().map(|r| r.0.len()).max().unwrap_or(0);
+    let w1 = rows.iter().map(|r| r.1.len()).max().unwrap_or(0);
+    let mut out = String::new();
+    for (k, x, y) in rows {
+        let _ = writeln!(out, "  {k:<w0$}  {x:<w1$}  {y}");
+    }
+    out
+}

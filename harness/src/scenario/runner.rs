@@ -35,6 +35,10 @@ pub struct RunOptions {
     pub accel: Option<AccelChoice>,
     /// Print each step and the PF tables as they change.
     pub verbose: bool,
+    /// Go on after a failed step (the first failure is still the verdict).
+    pub keep_going: bool,
+    /// Multiplies every `repeat` count (soaks); 0 counts as 1.
+    pub repeat_scale: u32,
 }
 
 /// Where and why a scenario failed.
@@ -65,6 +69,9 @@ pub struct ScenarioResult {
     pub passed: bool,
     /// Why it did not run to the end.
     pub failure: Option<Failure>,
+    /// Later failures, when running with `keep_going`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub more_failures: Vec<Failure>,
     /// Why it did not pass (a failure, or an expected failure that did not
     /// come).
     pub verdict: String,
@@ -121,6 +128,9 @@ struct Run<'a> {
     fsm: VlanFsm,
     snapshots: bool,
     verbose: bool,
+    keep_going: bool,
+    repeat_scale: u32,
+    failures: Vec<Failure>,
     plugged: BTreeSet<u16>,
     backgrounds: BTreeSet<String>,
     timings: Timings,
@@ -166,6 +176,9 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> anyhow::Result<ScenarioRes
         fsm,
         snapshots: opts.vlan_fsm.is_none_or(|f| f == scenario.vlan_fsm),
         verbose: opts.verbose,
+        keep_going: opts.keep_going,
+        repeat_scale: opts.repeat_scale.max(1),
+        failures: Vec::new(),
         plugged: BTreeSet::new(),
         backgrounds: BTreeSet::new(),
         timings: Timings {
@@ -174,10 +187,9 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> anyhow::Result<ScenarioRes
         },
         last_vlans: String::new(),
     };
-    let mut failure = None;
     for &vf in &scenario.vfs_at_boot {
         if let Err(e) = run.start_driver(vf) {
-            failure = Some(Failure {
+            run.failures.push(Failure {
                 step: "starting the drivers".into(),
                 message: e.message,
                 views: None,
@@ -185,13 +197,13 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> anyhow::Result<ScenarioRes
             break;
         }
     }
-    if failure.is_none() {
-        failure = run.steps(&scenario.steps, "");
+    if run.failures.is_empty() {
+        run.steps(&scenario.steps, "");
     }
     let splats: Vec<String> = rig.vm.splats().iter().map(|s| s.excerpt.clone()).collect();
-    if failure.is_none() {
+    if run.failures.is_empty() {
         if let Some(first) = splats.first() {
-            failure = Some(Failure {
+            run.failures.push(Failure {
                 step: "after the steps".into(),
                 message: format!("kernel splat on the console:\n{first}"),
                 views: None,
@@ -207,6 +219,9 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> anyhow::Result<ScenarioRes
     });
     let artifacts = Some(rig.vm.run_dir().to_owned());
     let timings = std::mem::take(&mut run.timings);
+    let mut failures = std::mem::take(&mut run.failures).into_iter();
+    let failure = failures.next();
+    let more_failures = failures.collect();
     drop(run);
     // A splat was reported above; a shutdown error is only worth a line.
     if let Err(err) = rig.shutdown() {
@@ -222,6 +237,7 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> anyhow::Result<ScenarioRes
         expect_fail: scenario.expect_fail.clone(),
         passed,
         failure,
+        more_failures,
         verdict,
         tables: serde_json::to_value(&tables.vfs).unwrap_or(Value::Null),
         requests,
@@ -239,14 +255,10 @@ fn verdict(expect_fail: Option<&str>, failure: Option<&Failure>) -> (bool, Strin
     match (expect_fail, failure) {
         (None, None) => (true, "passed".into()),
         (None, Some(f)) => (false, format!("failed at {}", f.step)),
-        (Some(symptom), Some(f))
-            if f.message.to_lowercase().contains(&symptom.to_lowercase()) =>
-        {
-            (
-                true,
-                format!("failed as expected at {} with \"{symptom}\"", f.step),
-            )
-        }
+        (Some(symptom), Some(f)) if f.message.to_lowercase().contains(&symptom.to_lowercase()) => (
+            true,
+            format!("failed as expected at {} with \"{symptom}\"", f.step),
+        ),
         (Some(symptom), Some(f)) => (
             false,
             format!(
@@ -256,7 +268,9 @@ fn verdict(expect_fail: Option<&str>, failure: Option<&Failure>) -> (bool, Strin
         ),
         (Some(symptom), None) => (
             false,
-            format!("expected to fail with \"{symptom}\", but passed: the rig did not catch the bug"),
+            format!(
+                "expected to fail with \"{symptom}\", but passed: the rig did not catch the bug"
+            ),
         ),
     }
 }
@@ -276,8 +290,9 @@ fn request_counts<'e>(
     entries: impl Iterator<Item = &'e Entry>,
     vfs: u16,
 ) -> BTreeMap<String, BTreeMap<String, u64>> {
-    let mut out: BTreeMap<String, BTreeMap<String, u64>> =
-        (0..vfs).map(|vf| (format!("vf{vf}"), BTreeMap::new())).collect();
+    let mut out: BTreeMap<String, BTreeMap<String, u64>> = (0..vfs)
+        .map(|vf| (format!("vf{vf}"), BTreeMap::new()))
+        .collect();
     for e in entries {
         *out.entry(format!("vf{}", e.vf.0))
             .or_default()
@@ -404,8 +419,9 @@ impl Run<'_> {
         }
     }
 
-    /// Runs steps in order; the first failure ends the run.
-    fn steps(&mut self, steps: &[Step], context: &str) -> Option<Failure> {
+    /// Runs steps in order, recording failures; returns false when the run
+    /// must stop (the first failure, unless keep_going).
+    fn steps(&mut self, steps: &[Step], context: &str) -> bool {
         for (i, step) in steps.iter().enumerate() {
             let at = format!(
                 "{context}step {} (line {}) {}",
@@ -413,31 +429,38 @@ impl Run<'_> {
                 step.pos.line,
                 step.action.keyword()
             );
-            self.say(format!("{} {at}", self.scenario.name));
+            self.say(format!("{at}: {}", step.action.summary()));
             match &step.action {
                 Action::Repeat { times, steps } => {
-                    for round in 1..=*times {
+                    let times = times.saturating_mul(self.repeat_scale);
+                    for round in 1..=times {
                         let inner = format!("{at}, round {round}/{times}: ");
-                        if let Some(f) = self.steps(steps, &inner) {
-                            return Some(f);
+                        if !self.steps(steps, &inner) {
+                            return false;
                         }
                     }
                 }
                 action => {
                     if let Err(e) = self.step(action) {
-                        return Some(Failure {
+                        if self.verbose {
+                            crate::ui::say(format!("  FAILED: {}", e.message));
+                        }
+                        self.failures.push(Failure {
                             step: at,
                             message: e.message,
                             views: e.views,
                         });
+                        if !self.keep_going {
+                            return false;
+                        }
                     }
                 }
             }
-            if self.verbose && context.is_empty() {
+            if self.verbose {
                 self.print_changes();
             }
         }
-        None
+        true
     }
 
     fn print_changes(&mut self) {
@@ -505,7 +528,7 @@ impl Run<'_> {
                         .collect();
                     handles
                         .into_iter()
-                        .map(|h| h.join().unwrap_or_else(|_| Err(crate::AgentError::Closed)))
+                        .map(|h| h.join().unwrap_or(Err(crate::AgentError::Closed)))
                         .collect()
                 });
                 let mut errors = Vec::new();
@@ -527,7 +550,10 @@ impl Run<'_> {
                     Err(format!("parallel guest commands failed:\n{}", errors.join("\n")).into())
                 }
             }
-            Action::Fault(fault) => self.control(&fault.command()).map(|_| ()).map_err(Into::into),
+            Action::Fault(fault) => self
+                .control(&fault.command())
+                .map(|_| ())
+                .map_err(Into::into),
             Action::Release { vf, timeout_ms } => {
                 let wait = scaled(Duration::from_millis(timeout_ms.unwrap_or(3000)));
                 let deadline = Instant::now() + wait;
@@ -566,8 +592,7 @@ impl Run<'_> {
                     .cloned()
                     .ok_or_else(|| format!("the PF has no vf{}", e.vf))?;
                 let transcript = self.transcript();
-                let mine: Vec<&Entry> =
-                    transcript.iter().filter(|t| t.vf == VfId(e.vf)).collect();
+                let mine: Vec<&Entry> = transcript.iter().filter(|t| t.vf == VfId(e.vf)).collect();
                 let problems = check::expect(e, &table, &mine);
                 if problems.is_empty() {
                     Ok(())
@@ -588,8 +613,13 @@ impl Run<'_> {
                     return Ok(());
                 }
                 let value = snapshot::view(&self.tables(), &obs.drivers);
-                snapshot::assert(&self.scenario.name, label, &self.scenario.description, &value)
-                    .map_err(Into::into)
+                snapshot::assert(
+                    &self.scenario.name,
+                    label,
+                    &self.scenario.description,
+                    &value,
+                )
+                .map_err(Into::into)
             }
             Action::Repeat { .. } => unreachable!("repeat is expanded by steps()"),
         }
@@ -621,14 +651,20 @@ impl Run<'_> {
             .agent()
             .run(&script, scaled(T))
             .map_err(|e| e.to_string())?;
-        let (drivers_text, kernel_text) = out
-            .stdout
-            .split_once("== kernel\n")
-            .ok_or_else(|| format!("unexpected observation output:\n{}{}", out.stdout, out.stderr))?;
+        let (drivers_text, kernel_text) =
+            out.stdout.split_once("== kernel\n").ok_or_else(|| {
+                format!(
+                    "unexpected observation output:\n{}{}",
+                    out.stdout, out.stderr
+                )
+            })?;
         let mut drivers = BTreeMap::new();
         for section in drivers_text.split("== driver ").skip(1) {
             let (vf, body) = section.split_once('\n').unwrap_or((section, ""));
-            let vf: u16 = vf.trim().parse().map_err(|_| format!("bad driver section `{vf}`"))?;
+            let vf: u16 = vf
+                .trim()
+                .parse()
+                .map_err(|_| format!("bad driver section `{vf}`"))?;
             let status: Value = serde_json::from_str(body.trim()).map_err(|e| {
                 format!("`vfrig-driver status --vf {vf}` did not print JSON ({e}): {body}")
             })?;
@@ -658,9 +694,7 @@ impl Run<'_> {
             let busy: Vec<String> = obs
                 .drivers
                 .iter()
-                .filter(|(_, d)| {
-                    !d.idle() || matches!(d.phase.as_str(), "init" | "resetting")
-                })
+                .filter(|(_, d)| !d.idle() || matches!(d.phase.as_str(), "init" | "resetting"))
                 .map(|(vf, d)| {
                     format!(
                         "vf{vf} {} pending {:?} outstanding {:?}",
@@ -769,7 +803,8 @@ mod tests {
         .expect("valid");
         let text = policy_file(&s);
         assert_eq!(text, "[vf1]\nspoofchk = true\nvlan_v2 = false\n");
-        let config = vfrig_device::daemon::policy_file::parse(&text, 2).expect("the daemon reads it");
+        let config =
+            vfrig_device::daemon::policy_file::parse(&text, 2).expect("the daemon reads it");
         assert!(!config.policies[1].vlan_v2);
     }
 }

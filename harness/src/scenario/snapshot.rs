@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 
 use serde::Serialize;
-use vfrig_device::pf::{AntiSpoof, Promisc, Tables, VfPolicy, VfPhase};
+use vfrig_device::pf::{AntiSpoof, Promisc, Tables, VfPhase, VfPolicy};
 
 use super::check::DriverView;
 
@@ -60,7 +60,11 @@ pub fn view(tables: &Tables, drivers: &BTreeMap<u16, DriverView>) -> BTreeMap<St
         .map(|(key, t)| {
             let driver = drivers.get(&key.0).map(|d| DriverSnapshot {
                 phase: d.phase.clone(),
-                vlans: d.vlans.iter().map(|v| format!("{} {}", v.vid, v.state)).collect(),
+                vlans: d
+                    .vlans
+                    .iter()
+                    .map(|v| format!("{} {}", v.vid, v.state))
+                    .collect(),
                 macs: d.macs.iter().map(|(m, s)| format!("{m} {s}")).collect(),
             });
             let snap = VfSnapshot {

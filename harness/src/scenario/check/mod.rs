@@ -72,7 +72,7 @@ impl KernelView {
         let mut view = KernelView::default();
         let mut current: Option<(String, Option<i64>, String)> = None;
         let finish = |cur: Option<(String, Option<i64>, String)>,
-                          view: &mut KernelView|
+                      view: &mut KernelView|
          -> Result<(), String> {
             if let Some((name, nsid, json)) = cur {
                 let links: Vec<Value> = serde_json::from_str(json.trim())
@@ -200,7 +200,11 @@ impl DriverView {
             .to_owned();
         let strings = |v: &Value| -> Vec<String> {
             v.as_array()
-                .map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_owned)).collect())
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|s| s.as_str().map(str::to_owned))
+                        .collect()
+                })
                 .unwrap_or_default()
         };
         Ok(DriverView {
@@ -225,7 +229,10 @@ impl DriverView {
                 .map(|list| {
                     list.iter()
                         .filter_map(|m| {
-                            Some((m["mac"].as_str()?.to_owned(), m["state"].as_str()?.to_owned()))
+                            Some((
+                                m["mac"].as_str()?.to_owned(),
+                                m["state"].as_str()?.to_owned(),
+                            ))
                         })
                         .collect()
                 })
@@ -319,7 +326,12 @@ pub fn compare(
     let name = format!("vf{vf}");
 
     if let Some(d) = driver {
-        let state = |vid: u16| d.vlans.iter().find(|v| v.vid == vid).map(|v| v.state.as_str());
+        let state = |vid: u16| {
+            d.vlans
+                .iter()
+                .find(|v| v.vid == vid)
+                .map(|v| v.state.as_str())
+        };
         for v in &d.vlans {
             match v.state.as_str() {
                 "ACTIVE" => {}
@@ -374,7 +386,11 @@ pub fn compare(
 
     if let Some(k) = kernel {
         let inactive = |vid: u16| {
-            driver.is_some_and(|d| d.vlans.iter().any(|v| v.vid == vid && v.state == "INACTIVE"))
+            driver.is_some_and(|d| {
+                d.vlans
+                    .iter()
+                    .any(|v| v.vid == vid && v.state == "INACTIVE")
+            })
         };
         for &vid in k.vlans.difference(&pf) {
             if let Some(status) = refused.get(&(vid, "add")) {
@@ -441,12 +457,17 @@ pub fn expect(e: &Expect, table: &VfTable, transcript: &[&Entry]) -> Vec<String>
         let want: BTreeSet<String> = want.iter().map(|m| m.to_string()).collect();
         let have: BTreeSet<String> = table.macs.iter().map(|m| m.to_string()).collect();
         if want != have {
-            out.push(format!("vf{vf} MACs: expected {want:?}, the PF has {have:?}"));
+            out.push(format!(
+                "vf{vf} MACs: expected {want:?}, the PF has {have:?}"
+            ));
         }
     }
     let flag = |out: &mut Vec<String>, what: &str, want: Option<bool>, have: bool| {
         if want.is_some_and(|w| w != have) {
-            out.push(format!("vf{vf} {what}: expected {}, the PF has {have}", !have));
+            out.push(format!(
+                "vf{vf} {what}: expected {}, the PF has {have}",
+                !have
+            ));
         }
     };
     flag(&mut out, "promisc", e.promisc, table.promisc.unicast);

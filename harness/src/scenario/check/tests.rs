@@ -91,7 +91,13 @@ fn a_rejected_del_is_refused_not_inconsistent() {
         }]
     );
     // The legacy driver freed the filter when it sent the DEL: a leak.
-    let c = compare(0, &table(&[100]), &[&e], Some(&driver(true, &[])), Some(&kernel(true, &[])));
+    let c = compare(
+        0,
+        &table(&[100]),
+        &[&e],
+        Some(&driver(true, &[])),
+        Some(&kernel(true, &[])),
+    );
     assert!(
         c.problems.iter().any(|p| p.starts_with("VLAN 100 leaked")),
         "{c}"
@@ -117,7 +123,10 @@ fn legacy_states_after_a_settle() {
         Some(&driver(true, &[(100, "INACTIVE")])),
         Some(&kernel(true, &[100])),
     );
-    assert!(c.problems.iter().all(|p| p.contains("VLAN 100 lost")), "{c}");
+    assert!(
+        c.problems.iter().all(|p| p.contains("VLAN 100 lost")),
+        "{c}"
+    );
     assert_eq!(c.problems.len(), 2, "{c}");
     // A V1 ADD the driver never completed.
     let c = compare(
@@ -216,7 +225,10 @@ fn expect_reports_each_mismatch() {
     let out = expect(&e, &t, &[&del]);
     assert_eq!(out.len(), 2, "{out:?}");
     assert!(out[0].contains("expected [100, 200]"), "{out:?}");
-    assert!(out[1].contains("requests DEL_VLAN_V2: expected 0, the PF received 1"), "{out:?}");
+    assert!(
+        out[1].contains("requests DEL_VLAN_V2: expected 0, the PF received 1"),
+        "{out:?}"
+    );
     let twice = Expect {
         vf: 0,
         vlan_dels: [("200".to_owned(), 1), ("100".to_owned(), 0)].into(),
