@@ -212,6 +212,29 @@ pub enum Action {
         /// Its label.
         label: String,
     },
+    /// Start recording what userspace sees: `links`, rtnetlink link events
+    /// in every namespace, through the guest agent.
+    Record,
+    /// Assert on counts of the recorded link events.
+    ExpectLinks(ExpectLinks),
+}
+
+/// Assertions on the link events recorded since `record = "links"`; counts
+/// left out are not checked.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExpectLinks {
+    /// The interface name.
+    pub ifname: String,
+    /// How often it appeared (a new link after none or after its deletion).
+    #[serde(default)]
+    pub appeared: Option<u64>,
+    /// How often it was deleted.
+    #[serde(default)]
+    pub removed: Option<u64>,
+    /// How often it appeared without a master already set.
+    #[serde(default)]
+    pub appeared_without_master: Option<u64>,
 }
 
 impl Action {
@@ -244,6 +267,8 @@ impl Action {
             Action::Expect(e) => format!("expect on vf{}", e.vf),
             Action::Consistent => "consistent: kernel, driver and PF agree".into(),
             Action::Snapshot { label } => format!("snapshot {label}"),
+            Action::Record => "record link events".into(),
+            Action::ExpectLinks(e) => format!("expect link events of {}", e.ifname),
         }
     }
 
@@ -264,6 +289,8 @@ impl Action {
             Action::Expect(_) => "expect",
             Action::Consistent => "consistent",
             Action::Snapshot { .. } => "snapshot",
+            Action::Record => "record",
+            Action::ExpectLinks(_) => "expect_links",
         }
     }
 }
@@ -472,6 +499,8 @@ struct RawStep {
     expect: Option<Expect>,
     consistent: Option<bool>,
     snapshot: Option<String>,
+    record: Option<String>,
+    expect_links: Option<ExpectLinks>,
     // Modifiers.
     may_fail: Option<bool>,
     vm: Option<u16>,
@@ -534,6 +563,8 @@ struct Check {
     labels: BTreeSet<String>,
     /// Per VF, whether its first hot-plug step plugs it.
     first_plug: BTreeMap<u16, bool>,
+    /// A `record` step came before.
+    recording: bool,
 }
 
 impl Parser<'_> {
@@ -661,6 +692,8 @@ impl Parser<'_> {
             ("expect", s.expect.is_some()),
             ("consistent", s.consistent.is_some()),
             ("snapshot", s.snapshot.is_some()),
+            ("record", s.record.is_some()),
+            ("expect_links", s.expect_links.is_some()),
         ]
         .into_iter()
         .filter_map(|(k, p)| p.then_some(k))
@@ -670,7 +703,8 @@ impl Parser<'_> {
                 [one] => *one,
                 [] => return Err(err(
                     "a step needs one action: guest, background, stop, repeat, parallel, fault, \
-                     release, pf_event, hotplug, unplug, settle, expect, consistent or snapshot"
+                     release, pf_event, hotplug, unplug, settle, expect, consistent, snapshot, \
+                     record or expect_links"
                         .into(),
                 )),
                 many => {
@@ -869,6 +903,24 @@ impl Parser<'_> {
                 }
                 Action::Snapshot { label }
             }
+            "record" => {
+                let what = s.record.unwrap_or_default();
+                if what != "links" {
+                    return Err(err(format!(
+                        "record = \"{what}\": the only recorder is \"links\" (rtnetlink link events)"
+                    )));
+                }
+                check.recording = true;
+                Action::Record
+            }
+            "expect_links" => {
+                if !check.recording {
+                    return Err(err(
+                        "expect_links needs a `record = \"links\"` step before it".into(),
+                    ));
+                }
+                Action::ExpectLinks(s.expect_links.unwrap_or_default())
+            }
             other => unreachable!("action {other}"),
         };
         Ok(Step { action, pos })
@@ -998,6 +1050,10 @@ snapshot = "end"
         );
         let e = error("name = \"x\"\n[[step]]\nexpect = { vf = 0, drops = { spoof = 0 } }\n");
         assert!(e.contains("spoof") && e.contains("anti_spoof_vlan"), "{e}");
+        let e = error("name = \"x\"\n[[step]]\nexpect_links = { ifname = \"vf0\" }\n");
+        assert!(e.contains("record"), "{e}");
+        let e = error("name = \"x\"\n[[step]]\nrecord = \"uevents\"\n");
+        assert!(e.contains("links"), "{e}");
         let e = error("name = \"a b\"\n");
         assert!(e.starts_with("t.toml:1:8: "), "{e}");
         let e = error("name = \"x\"\n[[step]]\nguest = \"unterminated\n");

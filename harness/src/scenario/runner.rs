@@ -131,6 +131,7 @@ struct Run<'a> {
     keep_going: bool,
     repeat_scale: u32,
     failures: Vec<Failure>,
+    recorded: Vec<vfrig_agent::proto::LinkEvent>,
     plugged: BTreeSet<u16>,
     backgrounds: BTreeSet<String>,
     timings: Timings,
@@ -179,6 +180,7 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> anyhow::Result<ScenarioRes
         keep_going: opts.keep_going,
         repeat_scale: opts.repeat_scale.max(1),
         failures: Vec::new(),
+        recorded: Vec::new(),
         plugged: BTreeSet::new(),
         backgrounds: BTreeSet::new(),
         timings: Timings {
@@ -620,6 +622,22 @@ impl Run<'_> {
                     &value,
                 )
                 .map_err(Into::into)
+            }
+            Action::Record => {
+                self.recorded.clear();
+                self.agent()
+                    .record_start()
+                    .map_err(|e| e.to_string().into())
+            }
+            Action::ExpectLinks(e) => {
+                let events = self.agent().record_take().map_err(|e| e.to_string())?;
+                self.recorded.extend(events);
+                let problems = check::expect_links(e, &self.recorded);
+                if problems.is_empty() {
+                    Ok(())
+                } else {
+                    Err(format!("expectation not met:\n  - {}", problems.join("\n  - ")).into())
+                }
             }
             Action::Repeat { .. } => unreachable!("repeat is expanded by steps()"),
         }

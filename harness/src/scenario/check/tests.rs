@@ -248,3 +248,47 @@ fn expect_reports_each_mismatch() {
     };
     assert!(expect(&ok, &t, &[]).is_empty());
 }
+
+#[test]
+fn link_events_count_appearances_removals_and_missing_masters() {
+    use vfrig_agent::proto::{LinkEvent, LinkEventKind};
+    let ev = |kind, name: &str, master: Option<u32>, new_netnsid: Option<i32>| LinkEvent {
+        seq: 0,
+        t_ms: 0,
+        kind,
+        ifindex: 4,
+        name: name.to_owned(),
+        flags: 0,
+        link_kind: None,
+        master,
+        netnsid: None,
+        new_netnsid,
+        new_ifindex: None,
+    };
+    // Appears, is enslaved, moves to another netns and shows up there (not
+    // a new appearance), is deleted, and appears again already enslaved.
+    let events = [
+        ev(LinkEventKind::New, "vf1", None, None),
+        ev(LinkEventKind::New, "vf1", Some(5), None),
+        ev(LinkEventKind::Del, "vf1", None, Some(0)),
+        ev(LinkEventKind::New, "vf1", None, None),
+        ev(LinkEventKind::New, "vf0", None, None),
+        ev(LinkEventKind::Del, "vf1", None, None),
+        ev(LinkEventKind::New, "vf1", Some(5), None),
+    ];
+    let e = crate::scenario::format::ExpectLinks {
+        ifname: "vf1".into(),
+        appeared: Some(2),
+        removed: Some(1),
+        appeared_without_master: Some(1),
+    };
+    assert_eq!(expect_links(&e, &events), Vec::<String>::new());
+    let wrong = crate::scenario::format::ExpectLinks {
+        appeared_without_master: Some(0),
+        ..e
+    };
+    assert_eq!(
+        expect_links(&wrong, &events),
+        vec!["vf1 appeared without a master 1 time(s) in the recorded link events, expected 0"]
+    );
+}
