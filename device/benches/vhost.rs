@@ -26,6 +26,7 @@ fn daemon(dir: &TestDir, vfs: u16) -> Daemon {
         pcap: None,
         tap: None,
         seed: 0,
+        kernel_vfs: Default::default(),
     })
     .expect("daemon starts")
 }

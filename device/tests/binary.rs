@@ -81,4 +81,44 @@ fn bad_arguments_and_policy_files_fail_with_a_message() {
     let out = spawn(&["--vfs", "2"]).wait_with_output().expect("exits");
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--dir"));
+
+    let pf = pf.to_str().expect("utf-8");
+    let args = [
+        "--dir",
+        pf,
+        "--vfs",
+        "2",
+        "--kernel-vf",
+        "1",
+        "--kernel-vf",
+        "2",
+    ];
+    let out = spawn(&args).wait_with_output().expect("exits");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("kernel VF 2 does not exist") && stderr.contains("--vfs"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_kernel_vf_is_served_and_named_in_the_log() {
+    let dir = TestDir::new("bin-kvf").expect("temp dir");
+    let pf = dir.join("pf");
+    let arg = pf.to_str().expect("utf-8 path");
+    let mut child = spawn(&["--dir", arg, "--vfs", "2", "--kernel-vf", "1"]);
+    let sockets = ["vf0.sock", "vf1.sock", "control.sock"].map(|s| pf.join(s));
+    wait_until("the sockets", || sockets.iter().all(|s| s.exists()));
+    let pid = Pid::from_raw(i32::try_from(child.id()).expect("pid fits"));
+    kill(pid, Signal::SIGTERM).expect("signal sent");
+    let status = wait_exit(&mut child);
+    assert!(status.success(), "exit status {status}");
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().expect("piped"), &mut stderr)
+        .expect("read stderr");
+    assert!(
+        stderr.contains("kernel VF: one queue pair, no mailbox"),
+        "{stderr}"
+    );
 }

@@ -36,6 +36,7 @@ fn start(dir: &TempDir, vfs: u16) -> Daemon {
         pcap: None,
         tap: None,
         seed: 1,
+        kernel_vfs: Default::default(),
     })
     .expect("daemon starts")
 }
@@ -110,6 +111,7 @@ fn a_stale_socket_is_replaced_but_a_live_daemon_is_not() {
         pcap: None,
         tap: None,
         seed: 1,
+        kernel_vfs: Default::default(),
     })
     .expect_err("the socket is in use");
     assert!(
@@ -139,6 +141,7 @@ fn a_bad_policy_file_names_the_file_and_the_line() {
         pcap: None,
         tap: None,
         seed: 1,
+        kernel_vfs: Default::default(),
     })
     .expect_err("bad policy");
     assert!(matches!(err, DaemonError::PolicyFile { .. }), "{err:?}");
@@ -151,4 +154,29 @@ fn a_bad_policy_file_names_the_file_and_the_line() {
         !dir.0.join("pf").exists(),
         "nothing created for a config that does not load"
     );
+}
+
+#[test]
+fn a_kernel_vf_the_pf_does_not_have_is_refused_before_anything_is_created() {
+    let dir = TempDir::new("kvf");
+    let err = Daemon::start(DaemonConfig {
+        dir: dir.0.join("pf"),
+        vfs: 2,
+        policy: None,
+        pcap: None,
+        tap: None,
+        seed: 1,
+        kernel_vfs: [0, 2].into(),
+    })
+    .expect_err("there is no vf2");
+    assert!(
+        matches!(err, DaemonError::NoSuchKernelVf { vf: 2, vfs: 2 }),
+        "{err:?}"
+    );
+    assert_eq!(
+        err.to_string(),
+        "kernel VF 2 does not exist: the PF has 2 VFs (vf0..vf1); \
+         --kernel-vf takes an index below --vfs"
+    );
+    assert!(!dir.0.join("pf").exists(), "nothing created");
 }

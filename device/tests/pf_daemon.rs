@@ -9,8 +9,9 @@ use std::time::Duration;
 
 use serde_json::Value;
 use vfrig_device::daemon::{Daemon, DaemonConfig};
-use vfrig_device::test_support::{scaled, RawDesc, TestDir, TestFrontend};
-use vfrig_device::vhost::Pair;
+use vfrig_device::pf::VfRole;
+use vfrig_device::test_support::{scaled, FrontendOptions, RawDesc, TestDir, TestFrontend};
+use vfrig_device::vhost::{Pair, QueueLayout};
 use virtchnl::{
     EtherAddr, EtherAddrList, EtherAddrType, EventKind, MacAddr, PfMessage, PromiscFlags,
     PromiscInfo, QueueSelect, Reply, ReplyBody, Request, VersionInfo, VfCapFlags, VirtchnlOp,
@@ -28,6 +29,11 @@ struct Rig {
 }
 
 fn rig(vfs: u16, policy: Option<&str>) -> Rig {
+    rig_with(vfs, policy, &[])
+}
+
+/// A rig whose `kernel_vfs` are served to the guest kernel (`--kernel-vf`).
+fn rig_with(vfs: u16, policy: Option<&str>, kernel_vfs: &[u16]) -> Rig {
     let dir = TestDir::new("pfd").expect("temp dir");
     let policy = policy.map(|text| {
         let path = dir.join("policy.toml");
@@ -42,6 +48,7 @@ fn rig(vfs: u16, policy: Option<&str>) -> Rig {
         pcap: Some(pcap.clone()),
         tap: None,
         seed: 3,
+        kernel_vfs: kernel_vfs.iter().copied().collect(),
     })
     .expect("daemon starts");
     let control = Control::connect(&daemon);
@@ -453,6 +460,86 @@ fn frames_are_switched_between_vfs_and_to_the_uplink_with_drops_counted() {
 }
 
 #[test]
+fn a_kernel_vf_has_only_the_data_pair_and_switches_frames_without_a_mailbox() {
+    // vf1 from --kernel-vf; vf2 from the policy file.
+    let policy = "[vf1]\nadmin_mac = \"02:00:00:00:00:0b\"\n\n\
+                  [vf2]\nrole = \"kernel\"\nadmin_mac = \"02:00:00:00:00:0c\"\n";
+    let mut rig = rig_with(3, Some(policy), &[1]);
+    let roles: Vec<_> = (0..4).map(|vf| rig.daemon.role(vf)).collect();
+    assert_eq!(
+        roles,
+        [
+            Some(VfRole::Driver),
+            Some(VfRole::Kernel),
+            Some(VfRole::Kernel),
+            None
+        ]
+    );
+    let t = rig.control.vf(1);
+    assert_eq!(
+        (t["role"].clone(), t["state"].clone()),
+        ("kernel".into(), "active".into())
+    );
+    assert!(rig.control.vf(0).get("role").is_none());
+
+    let mut vf0 = Vf::connect(&rig, 0);
+    vf0.bring_up(VfCapFlags::L2 | VfCapFlags::VLAN_V2);
+    vf0.ok(Request::AddEthAddr(macs(&[MAC_A])));
+    let options = FrontendOptions {
+        layout: QueueLayout::DataOnly,
+        ..FrontendOptions::default()
+    };
+    let kernel = |vf| {
+        let mut fe = TestFrontend::connect_with(rig.daemon.vf_socket(vf), options.clone())
+            .expect("a queues=1 frontend connects");
+        fe.post_rx(Pair::Data, 8, 12 + 1600)
+            .expect("post data buffers");
+        fe
+    };
+    let (mut vf1, mut vf2) = (kernel(1), kernel(2));
+    let timeout = scaled(Duration::from_secs(5));
+    let (c, b) = ([2, 0, 0, 0, 0, 0xc], MAC_B);
+
+    let to_vf0 = eth(MAC_A, b, None);
+    vf1.send(Pair::Data, &to_vf0).expect("send");
+    assert_eq!(
+        vf0.fe.recv(Pair::Data, timeout).expect("recv"),
+        Some(to_vf0)
+    );
+    let to_vf1 = eth(b, MAC_A, None);
+    vf0.fe.send(Pair::Data, &to_vf1).expect("send");
+    assert_eq!(vf1.recv(Pair::Data, timeout).expect("recv"), Some(to_vf1));
+    let to_vf2 = eth(c, b, None);
+    vf1.send(Pair::Data, &to_vf2).expect("send");
+    assert_eq!(vf2.recv(Pair::Data, timeout).expect("recv"), Some(to_vf2));
+
+    // Link changes reach the driver VF only: nothing waits for a mailbox
+    // the kernel VFs do not have, so the device settles.
+    rig.control.call(r#"{"cmd":"pf_link","up":false}"#);
+    rig.control.call(r#"{"cmd":"pf_link","up":true}"#);
+    while vf0.next(SHORT).is_some() {}
+    assert_eq!(rig.control.call(r#"{"cmd":"quiesce"}"#)["settled"], true);
+    let t = rig.control.vf(1);
+    assert_eq!(t["mailbox"]["requests"], 0);
+    assert_eq!(t["mailbox"]["events"], 0);
+    assert_eq!(
+        (
+            t["traffic"]["tx_frames"].clone(),
+            t["traffic"]["rx_frames"].clone()
+        ),
+        (2.into(), 1.into())
+    );
+
+    // A reconnect resets the kernel VF, which comes straight back configured.
+    drop(vf1);
+    let mut vf1 = kernel(1);
+    let again = eth(b, MAC_A, None);
+    vf0.fe.send(Pair::Data, &again).expect("send");
+    assert_eq!(vf1.recv(Pair::Data, timeout).expect("recv"), Some(again));
+    assert_eq!(rig.control.vf(1)["state"], "active");
+}
+
+#[test]
 fn a_reconnect_is_a_fresh_vf_and_is_served_again() {
     let mut rig = rig(1, None);
     let mut vf = Vf::connect(&rig, 0);
@@ -496,6 +583,7 @@ fn a_host_tap_is_an_uplink_in_both_directions() {
         pcap: None,
         tap: Some(name.clone()),
         seed: 3,
+        kernel_vfs: Default::default(),
     })
     .unwrap_or_else(|e| panic!("{e}: run this test as root on a host with /dev/net/tun"));
     let mut rig = Rig {

@@ -17,11 +17,11 @@ use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, Ms
 
 use vfrig_device::pf::VfId;
 use vfrig_device::test_support::{
-    scaled, FrontendOptions, LoopbackPort, LoopbackStats, RawDesc, TestDir, TestFrontend,
-    GUEST_BASE, GUEST_SIZE,
+    scaled, FrontendError, FrontendOptions, LoopbackPort, LoopbackStats, RawDesc, TestDir,
+    TestFrontend, GUEST_BASE, GUEST_SIZE,
 };
 use vfrig_device::vhost::virtio_net::{self, MAX_DATA_FRAME, MAX_MAILBOX_FRAME, NET_HDR_LEN};
-use vfrig_device::vhost::{Pair, StopHandle, VfServer};
+use vfrig_device::vhost::{Pair, QueueLayout, StopHandle, VfServer};
 use vhost::vhost_user::message::{
     VhostUserHeaderFlag, VhostUserProtocolFeatures, VhostUserVirtioFeatures,
 };
@@ -74,11 +74,16 @@ struct Rig {
 
 impl Rig {
     fn new() -> Rig {
+        Rig::with_layout(QueueLayout::DataAndMailbox)
+    }
+
+    fn with_layout(layout: QueueLayout) -> Rig {
         init_tracing();
         let dir = TestDir::new("vhost").expect("create a test directory");
         let socket = dir.join("vf0.sock");
         let port = LoopbackPort::new();
-        let server = VfServer::bind(&socket, VfId(0), port.clone()).expect("bind the VF socket");
+        let server = VfServer::bind_with_layout(&socket, VfId(0), port.clone(), layout)
+            .expect("bind the VF socket");
         let stop = server.stop_handle();
         let (tx, done) = mpsc::channel();
         let thread = std::thread::Builder::new()
@@ -218,6 +223,78 @@ fn a_frame_sent_on_each_pair_comes_back_on_the_same_pair() {
     );
     assert_eq!(fe.recv(Pair::Data, quiet()).unwrap(), None);
     assert_eq!(fe.recv(Pair::Mailbox, quiet()).unwrap(), None);
+}
+
+/// A VF the guest kernel drives: QEMU starts it with `queues=1`, `mq=off`.
+#[test]
+fn a_data_only_vf_has_one_queue_pair_and_nothing_of_multiqueue() {
+    let rig = Rig::with_layout(QueueLayout::DataOnly);
+    let options = FrontendOptions {
+        layout: QueueLayout::DataOnly,
+        ..FrontendOptions::default()
+    };
+    let mut fe = TestFrontend::connect_with(&rig.socket, options).expect("connect");
+    let n = fe.negotiated();
+    assert_eq!(n.offered_features, QueueLayout::DataOnly.features());
+    assert_eq!(n.offered_features & (1 << VIRTIO_NET_F_MQ), 0);
+    for bit in [VIRTIO_F_VERSION_1, VIRTIO_NET_F_MAC, VIRTIO_NET_F_STATUS] {
+        assert_ne!(n.features & (1 << bit), 0, "feature bit {bit}");
+    }
+    assert_eq!(
+        n.offered_protocol_features,
+        VhostUserProtocolFeatures::REPLY_ACK
+    );
+    assert_eq!(n.queue_num, 0, "no MQ, so no GET_QUEUE_NUM");
+
+    fe.post_rx(Pair::Data, 2, DATA_BUF).unwrap();
+    let data = ethernet(1514, 3);
+    fe.send(Pair::Data, &data).unwrap();
+    assert_eq!(recv(&mut fe, Pair::Data), data);
+    assert!(matches!(
+        fe.post_rx(Pair::Mailbox, 1, MAILBOX_BUF),
+        Err(FrontendError::NoQueue { queue: 2, last: 1 })
+    ));
+
+    // A mailbox frame the device produces anyway wakes the backend, which
+    // has no mailbox queue to look for it in; the data pair still works.
+    rig.port.inject(Pair::Mailbox, &version_request(3));
+    rig.port.inject(Pair::Data, &ethernet(60, 4));
+    assert_eq!(recv(&mut fe, Pair::Data), ethernet(60, 4));
+    let stats = rig.stats();
+    assert_eq!((stats.polls_mailbox, stats.waiting_mailbox), (0, 1));
+    assert!(stats
+        .transmitted
+        .iter()
+        .all(|(pair, _)| *pair == Pair::Data));
+}
+
+#[test]
+fn a_data_only_vf_refuses_a_frontend_that_wants_the_mailbox_pair() {
+    let rig = Rig::with_layout(QueueLayout::DataOnly);
+    let err = TestFrontend::connect(&rig.socket).expect_err("no MQ, no 4 queues");
+    assert!(
+        matches!(
+            err,
+            FrontendError::Missing {
+                what: "VHOST_USER_PROTOCOL_F_MQ",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    // The frontend's GET_QUEUE_NUM would be refused too: a fresh raw connection.
+    let stream = UnixStream::connect(&rig.socket).expect("connect");
+    let mut raw = Frontend::from_stream(stream, virtio_net::NUM_QUEUES as u64);
+    raw.set_owner().unwrap();
+    raw.get_features().unwrap();
+    let offered = raw.get_protocol_features().unwrap();
+    assert!(!offered.contains(VhostUserProtocolFeatures::MQ));
+    raw.set_protocol_features(offered).unwrap();
+    assert!(raw.get_queue_num().is_err(), "GET_QUEUE_NUM needs MQ");
+    assert!(
+        rig.serving(),
+        "a refused frontend only ends its own connection"
+    );
 }
 
 #[test]

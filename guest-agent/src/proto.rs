@@ -102,6 +102,29 @@ pub enum Op {
     /// Stop recording and return the events not yet taken. Replies
     /// [`Reply::Events`].
     RecordStop,
+    /// Start observing raw kernel uevents (NETLINK_KOBJECT_UEVENT, group 1)
+    /// for network devices being added; for each one, look at its sysfs
+    /// `master` and `flags` at once, then follow it until `master` appears
+    /// or `give_up_ms` passes. Clears an earlier recording. Replies
+    /// [`Reply::Done`].
+    ///
+    /// This shows what a program reacting to the uevent (udev, cloud-init)
+    /// can see: Linux sends KOBJ_ADD before the NETDEV_REGISTER notifiers
+    /// that let net_failover or bonding link the device to its master.
+    UeventStart {
+        /// How long to wait for `master` after the uevent (default
+        /// [`UEVENT_GIVE_UP_MS`], at most [`UEVENT_GIVE_UP_MAX_MS`]).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        give_up_ms: Option<u64>,
+    },
+    /// Return the device adds observed since the last take and keep
+    /// observing. Every uevent the kernel sent before the take is in the
+    /// answer: the take waits (at most the give-up time and a margin) for
+    /// the devices still being followed. Replies [`Reply::NetAdds`].
+    UeventTake,
+    /// Stop observing and return the device adds not yet taken, after
+    /// following them to the end. Replies [`Reply::NetAdds`].
+    UeventStop,
     /// Agent health. Replies [`Reply::Status`].
     Status,
     /// Sync file systems and power the machine off. Replies [`Reply::Done`]
@@ -182,6 +205,9 @@ pub enum Reply {
     },
     /// Recorded link events ([`Op::RecordTake`], [`Op::RecordStop`]).
     Events(Vec<LinkEvent>),
+    /// Observed network device adds ([`Op::UeventTake`],
+    /// [`Op::UeventStop`]), in `seq` order.
+    NetAdds(Vec<NetAdd>),
     /// Agent health ([`Op::Status`]).
     Status(Status),
 }
@@ -255,6 +281,47 @@ pub struct LinkEvent {
     pub new_ifindex: Option<i32>,
 }
 
+/// Default of [`Op::UeventStart`]'s `give_up_ms`.
+pub const UEVENT_GIVE_UP_MS: u64 = 100;
+
+/// Largest `give_up_ms` [`Op::UeventStart`] accepts.
+pub const UEVENT_GIVE_UP_MAX_MS: u64 = 10_000;
+
+/// One kernel `add` uevent of a network device (SUBSYSTEM=net), with what
+/// sysfs said about the device right after the uevent arrived and how long
+/// it took to get a master.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetAdd {
+    /// Position in the recording, from 0.
+    pub seq: u64,
+    /// Milliseconds since the recording started, at receipt of the uevent.
+    pub t_ms: u64,
+    /// The device's name (`INTERFACE=` of the uevent).
+    pub ifname: String,
+    /// Its sysfs path under /sys (`DEVPATH=`).
+    pub devpath: String,
+    /// Master (basename of `/sys/class/net/IF/master`) read right after
+    /// receipt; `None`: no master yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub master_at_first_look: Option<String>,
+    /// `/sys/class/net/IF/flags` read right after receipt (IFF_UP = 0x1,
+    /// IFF_MULTICAST = 0x1000, ...); `None`: unreadable, the device was
+    /// already gone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flags_at_first_look: Option<u32>,
+    /// Microseconds from receipt until `master` existed: `Some(0)` when it
+    /// was there at first look; `None` when it did not appear within the
+    /// give-up time (never enslaved).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub us_to_master: Option<u64>,
+    /// The master the device got, if it got one in time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub master: Option<String>,
+    /// `flags` read when `master` appeared.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flags_when_enslaved: Option<u32>,
+}
+
 /// Agent health.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Status {
@@ -266,6 +333,9 @@ pub struct Status {
     pub reaped_orphans: u64,
     /// Whether the link recorder is running.
     pub recording: bool,
+    /// Whether the uevent observer ([`Op::UeventStart`]) is running.
+    #[serde(default)]
+    pub uevent_recording: bool,
 }
 
 /// A background command.
@@ -314,5 +384,60 @@ mod tests {
         let line = serde_json::to_string(&err).unwrap();
         assert_eq!(line, r#"{"reply":{"id":0,"error":"bad"}}"#);
         assert_eq!(serde_json::from_str::<Message>(&line).unwrap(), err);
+    }
+
+    #[test]
+    fn uevent_ops_wire_forms() {
+        let start = |give_up_ms| Request {
+            id: 2,
+            op: Op::UeventStart { give_up_ms },
+        };
+        let line = serde_json::to_string(&start(None)).unwrap();
+        assert_eq!(line, r#"{"id":2,"op":"uevent_start"}"#);
+        assert_eq!(serde_json::from_str::<Request>(&line).unwrap(), start(None));
+        let line = serde_json::to_string(&start(Some(250))).unwrap();
+        assert_eq!(line, r#"{"id":2,"op":"uevent_start","give_up_ms":250}"#);
+        assert_eq!(
+            serde_json::from_str::<Request>(&line).unwrap(),
+            start(Some(250))
+        );
+        let take: Request = serde_json::from_str(r#"{"id":3,"op":"uevent_take"}"#).unwrap();
+        assert_eq!(take.op, Op::UeventTake);
+        let stop: Request = serde_json::from_str(r#"{"id":4,"op":"uevent_stop"}"#).unwrap();
+        assert_eq!(stop.op, Op::UeventStop);
+    }
+
+    #[test]
+    fn net_adds_omit_what_was_not_seen() {
+        let add = NetAdd {
+            seq: 0,
+            t_ms: 5,
+            ifname: "eth1".into(),
+            devpath: "/devices/pci0000:00/0000:00:02.0/net/eth1".into(),
+            master_at_first_look: None,
+            flags_at_first_look: Some(0x1002),
+            us_to_master: Some(2300),
+            master: Some("eth0".into()),
+            flags_when_enslaved: Some(0x1803),
+        };
+        let reply = Reply::NetAdds(vec![add.clone()]);
+        let line = serde_json::to_string(&reply).unwrap();
+        assert_eq!(
+            line,
+            r#"{"net_adds":[{"seq":0,"t_ms":5,"ifname":"eth1","#.to_owned()
+                + r#""devpath":"/devices/pci0000:00/0000:00:02.0/net/eth1","#
+                + r#""flags_at_first_look":4098,"us_to_master":2300,"#
+                + r#""master":"eth0","flags_when_enslaved":6147}]}"#
+        );
+        assert_eq!(serde_json::from_str::<Reply>(&line).unwrap(), reply);
+    }
+
+    #[test]
+    fn status_without_uevent_recording_field_parses() {
+        let status: Status = serde_json::from_str(
+            r#"{"uptime_ms":1,"jobs":[],"reaped_orphans":0,"recording":false}"#,
+        )
+        .unwrap();
+        assert!(!status.uevent_recording);
     }
 }

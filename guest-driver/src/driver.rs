@@ -16,6 +16,11 @@
 //! 7. if nothing happened, back off ([`Backoff`]): spin, yield, then sleep
 //!    up to 4 ms, so an idle driver leaves a TCG guest its CPU.
 //!
+//! Before the loop, the TAP is created and given the VF's MAC and, with
+//! `--enslave MASTER`, made a slave of MASTER at once (see [`run`]): the
+//! kernel has already announced the TAP by then, so userspace sees it
+//! without a master first, however short the window.
+//!
 //! SIGTERM and SIGINT are blocked and read from a signalfd between turns;
 //! the loop then ends, the TAP is closed (deleting the interface) and the
 //! device is reset by the transport's drop.
@@ -28,10 +33,10 @@ use std::time::{Duration, Instant};
 use netlink_packet_route::link::LinkMessage;
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::core::{Adapter, Config, Event, LogLevel, NetdevEvent, Status, VlanFsm};
-use crate::netdev::netlink::{dump_links, LinkChange, LinkId, LinkListener, LinkTracker};
+use crate::netdev::netlink::{self, dump_links, LinkChange, LinkId, LinkListener, LinkTracker};
 use crate::netdev::{self, Tap};
 use crate::transport::backoff::Backoff;
 use crate::transport::pci::{self, VIRTIO_NET_MODERN, VIRTIO_VENDOR};
@@ -57,6 +62,10 @@ pub struct DriverOptions {
     pub bdf: Option<pci::Bdf>,
     /// The VLAN filter state machine.
     pub vlan_fsm: VlanFsm,
+    /// A master (bond, bridge, ...) to enslave the TAP to as soon as it
+    /// exists, before anything else; a master that does not exist, or
+    /// refuses, is a warning and the driver runs unenslaved.
+    pub enslave: Option<String>,
 }
 
 impl DriverOptions {
@@ -108,8 +117,22 @@ pub enum DriverError {
     },
 }
 
-/// Driver-side counters, served next to the adapter's status.
-#[derive(Debug, Clone, Default, Serialize)]
+/// What became of `--enslave MASTER`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnslaveStatus {
+    /// The master asked for.
+    pub master: String,
+    /// Whether the kernel made the TAP its slave. What happens to the TAP
+    /// later (released, moved) is the adapter's `netdev.enslaved`.
+    pub done: bool,
+    /// Why not, when not.
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
+/// Driver-side counters, served next to the adapter's status, and what
+/// became of `--enslave`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct DriverCounters {
     /// Frames read from the TAP and sent to the PF switch.
     pub frames_to_pf: u64,
@@ -132,6 +155,9 @@ pub struct DriverCounters {
     pub netdev_refused: u64,
     /// Status requests served.
     pub status_requests: u64,
+    /// The `--enslave` attempt; absent without `--enslave`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enslave: Option<EnslaveStatus>,
 }
 
 /// One status line: the adapter's view plus the driver's.
@@ -277,7 +303,54 @@ struct Driver {
     frame: Vec<u8>,
 }
 
+/// Enslaves the interface `name` (index `ifindex`) to `master` (see
+/// [`netlink::enslave`]); a failure is logged and recorded, never fatal.
+fn enslave(name: &str, ifindex: u32, master: &str) -> EnslaveStatus {
+    match netlink::enslave(name, ifindex, master) {
+        Ok(master_index) => {
+            tracing::info!(master, master_index, "enslaved");
+            EnslaveStatus {
+                master: master.to_owned(),
+                done: true,
+                error: None,
+            }
+        }
+        Err(err) => {
+            let error = error_chain(&err);
+            tracing::warn!(
+                master,
+                %error,
+                "not enslaved; the driver runs with its interface on its own"
+            );
+            EnslaveStatus {
+                master: master.to_owned(),
+                done: false,
+                error: Some(error),
+            }
+        }
+    }
+}
+
+/// An error with its causes, `: `-separated.
+pub fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
 /// Runs the driver until SIGTERM or SIGINT.
+///
+/// With [`DriverOptions::enslave`], the TAP is enslaved right after it is
+/// created and given its MAC, before the status socket, the link dump and
+/// the loop. The messages about its creation are fed to the tracker first,
+/// so the enslave's own link message reaches it in the loop, as a change:
+/// the adapter sees [`NetdevEvent::Enslaved`] (and a bond's MAC and
+/// opening the slave) as it would for `ip link set vfN master MASTER`.
 pub fn run(opts: &DriverOptions) -> Result<(), DriverError> {
     let signals = Signals::block()?;
     let selector = selector(opts)?;
@@ -315,6 +388,10 @@ pub fn run(opts: &DriverOptions) -> Result<(), DriverError> {
         }
     }
     tracker.note_mac(mac);
+    let enslaved = opts
+        .enslave
+        .as_deref()
+        .map(|master| enslave(tap.name(), me.ifindex, master));
     let status = StatusServer::bind(status_path(opts.vf))?;
     tracing::info!(
         bdf = %dev.bdf(),
@@ -334,6 +411,7 @@ pub fn run(opts: &DriverOptions) -> Result<(), DriverError> {
         status,
         counters: DriverCounters {
             netlink_messages: early,
+            enslave: enslaved,
             ..DriverCounters::default()
         },
         queues: false,
@@ -546,9 +624,53 @@ mod tests {
             vf: 3,
             bdf: None,
             vlan_fsm: VlanFsm::Fixed,
+            enslave: None,
         };
         assert_eq!(opts.ifname(), "vf3");
         assert_eq!(status_path(3), Path::new("/run/vfrig/vf3.sock"));
+    }
+
+    #[test]
+    fn the_enslave_outcome_is_in_the_status_only_when_asked_for() {
+        let json = serde_json::to_value(report()).unwrap();
+        assert!(json["driver"].get("enslave").is_none(), "{json}");
+
+        let mut with = report();
+        with.driver.enslave = Some(EnslaveStatus {
+            master: "bond0".into(),
+            done: true,
+            error: None,
+        });
+        let json = serde_json::to_value(&with).unwrap();
+        assert_eq!(
+            json["driver"]["enslave"],
+            serde_json::json!({"master": "bond0", "done": true, "error": null})
+        );
+        assert_eq!(
+            json["driver"]["frames_to_pf"], 0,
+            "counters stay where they were"
+        );
+
+        // A consumer built before `enslave` existed, or reading an old line.
+        let old = serde_json::to_value(report()).unwrap();
+        let counters: DriverCounters = serde_json::from_value(old["driver"].clone()).unwrap();
+        assert_eq!(counters.enslave, None);
+        let new: DriverCounters = serde_json::from_value(json["driver"].clone()).unwrap();
+        assert_eq!(new.enslave, with.driver.enslave);
+    }
+
+    #[test]
+    fn a_master_that_does_not_exist_is_recorded_not_fatal() {
+        let status = enslave("vf9", 0, "vfrig-nomaster");
+        assert_eq!(
+            (status.master.as_str(), status.done),
+            ("vfrig-nomaster", false)
+        );
+        let error = status.error.expect("a reason");
+        assert!(
+            error.contains("vfrig-nomaster") && error.contains("does not exist"),
+            "{error}"
+        );
     }
 
     #[test]

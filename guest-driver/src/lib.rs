@@ -24,7 +24,8 @@
 //! use vfrig_guest_driver::driver::{self, DriverOptions};
 //!
 //! // Runs until SIGTERM or SIGINT; `vfrig-driver status --vf 0` reads its state.
-//! driver::run(&DriverOptions { vf: 0, bdf: None, vlan_fsm: VlanFsm::Fixed })?;
+//! let opts = DriverOptions { vf: 0, bdf: None, vlan_fsm: VlanFsm::Fixed, enslave: None };
+//! driver::run(&opts)?;
 //! # Ok::<(), vfrig_guest_driver::driver::DriverError>(())
 //! ```
 //!

@@ -6,10 +6,12 @@
 //!   exchange with the PF, send one broadcast frame, optionally listen for
 //!   data frames, and print a JSON report on stdout.
 //!
-//! - `run --vf N [--bdf BDF] [--vlan-fsm fixed|legacy]`: the driver: opens
-//!   VF N (the N-th 1af4:1041 function in BDF order unless `--bdf` names
-//!   one), creates the TAP `vfN`, follows what the kernel does to it and
-//!   serves its status on `/run/vfrig/vfN.sock` until SIGTERM or SIGINT.
+//! - `run --vf N [--bdf BDF] [--vlan-fsm fixed|legacy] [--enslave MASTER]`:
+//!   the driver: opens VF N (the N-th 1af4:1041 function in BDF order unless
+//!   `--bdf` names one), creates the TAP `vfN` (and, with `--enslave`, makes
+//!   it a slave of MASTER at once, as hv_netvsc does with its VF), follows
+//!   what the kernel does to it and serves its status on
+//!   `/run/vfrig/vfN.sock` until SIGTERM or SIGINT.
 //! - `status --vf N`: prints the running driver's status (one JSON line).
 //!
 //! Logs go to stderr (`RUST_LOG`, default `warn`). Exit status 0 on
@@ -23,6 +25,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use vfrig_guest_driver::core::VlanFsm;
 use vfrig_guest_driver::driver::{self, DriverOptions};
+use vfrig_guest_driver::netdev;
 use vfrig_guest_driver::transport::selftest::{self, SelftestOptions};
 use vfrig_guest_driver::transport::{Bdf, Selector};
 
@@ -57,6 +60,11 @@ struct RunArgs {
     /// The VLAN filter state machine.
     #[arg(long, default_value_t = VlanFsm::Fixed)]
     vlan_fsm: VlanFsm,
+    /// Make `vfN` a slave of this master (a bond, ...) as soon as it exists,
+    /// before anything else. A master that does not exist or refuses is a
+    /// warning: the driver runs on without; `status` shows the outcome.
+    #[arg(long, value_name = "MASTER", value_parser = parse_ifname)]
+    enslave: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -84,16 +92,10 @@ fn parse_bdf(text: &str) -> Result<Bdf, String> {
     Bdf::parse(text).map_err(|err| err.to_string())
 }
 
-/// An error with its causes, `: `-separated.
-fn chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
+fn parse_ifname(text: &str) -> Result<String, String> {
+    netdev::check_ifname(text)
+        .map(|()| text.to_owned())
+        .map_err(|err| err.to_string())
 }
 
 fn selftest(args: SelftestArgs) -> Result<(), String> {
@@ -102,7 +104,8 @@ fn selftest(args: SelftestArgs) -> Result<(), String> {
         timeout: Duration::from_millis(args.timeout_ms),
         listen: Duration::from_millis(args.listen_ms),
     };
-    let report = selftest::run(&opts).map_err(|err| format!("selftest failed: {}", chain(&err)))?;
+    let report = selftest::run(&opts)
+        .map_err(|err| format!("selftest failed: {}", driver::error_chain(&err)))?;
     let json = serde_json::to_string_pretty(&report)
         .map_err(|err| format!("cannot serialise the report: {err}"))?;
     writeln!(std::io::stdout().lock(), "{json}")
@@ -114,8 +117,15 @@ fn run(args: RunArgs) -> Result<(), String> {
         vf: args.vf,
         bdf: args.bdf,
         vlan_fsm: args.vlan_fsm,
+        enslave: args.enslave,
     };
-    driver::run(&opts).map_err(|err| format!("driver for VF {} failed: {}", args.vf, chain(&err)))
+    driver::run(&opts).map_err(|err| {
+        format!(
+            "driver for VF {} failed: {}",
+            args.vf,
+            driver::error_chain(&err)
+        )
+    })
 }
 
 fn status(args: StatusArgs) -> Result<(), String> {
@@ -150,5 +160,43 @@ fn main() -> ExitCode {
             let _ = writeln!(std::io::stderr().lock(), "vfrig-driver: {message}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, Parser};
+
+    use super::{Cli, Command, RunArgs};
+
+    fn run_args(args: &[&str]) -> Result<RunArgs, clap::Error> {
+        let argv = ["vfrig-driver", "run"].iter().chain(args);
+        match Cli::try_parse_from(argv)?.command {
+            Command::Run(args) => Ok(args),
+            other => panic!("not `run`: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn run_takes_an_optional_master_to_enslave_to() {
+        assert_eq!(run_args(&["--vf", "0"]).expect("valid").enslave, None);
+        let args = run_args(&["--vf", "2", "--enslave", "bond0"]).expect("valid");
+        assert_eq!((args.vf, args.enslave.as_deref()), (2, Some("bond0")));
+    }
+
+    #[test]
+    fn a_master_name_the_kernel_would_refuse_is_a_usage_error() {
+        for bad in ["", "bond/0", "a-name-too-long-0"] {
+            let err = run_args(&["--vf", "0", "--enslave", bad]).expect_err(bad);
+            assert_eq!(err.kind(), clap::error::ErrorKind::ValueValidation, "{bad}");
+            assert!(err.to_string().contains("1 to 15 bytes"), "{err}");
+        }
+        let err = run_args(&["--vf", "0", "--enslave"]).expect_err("no value");
+        assert!(err.to_string().contains("MASTER"), "{err}");
     }
 }

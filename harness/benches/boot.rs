@@ -50,6 +50,7 @@ fn bare_boot(qemu: &Qemu, accel: qemu::Accel, img: &vfrig_images::Image) -> (f64
         shell_on_stdio: false,
         root_ports: 1,
         vfs: Vec::new(),
+        primary: None,
     };
     let start = Instant::now();
     let status = Command::new(&qemu.binary)
@@ -116,6 +117,7 @@ fn main() {
         };
         let rig = Rig::start(&RigConfig {
             vfs: 1,
+            kernel_vfs: Default::default(),
             policy: None,
             seed: 0,
             vm,

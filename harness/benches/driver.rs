@@ -187,6 +187,7 @@ fn main() {
     vm.vfs_at_boot = vec![0, 1];
     let rig = Rig::start(&RigConfig {
         vfs: 2,
+        kernel_vfs: Default::default(),
         policy: None,
         seed: 0,
         vm,

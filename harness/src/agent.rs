@@ -17,7 +17,9 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use vfrig_agent::proto::{LinkEvent, Message, Op, Outcome, Output, Ready, Reply, Request, Status};
+use vfrig_agent::proto::{
+    LinkEvent, Message, NetAdd, Op, Outcome, Output, Ready, Reply, Request, Status,
+};
 
 /// What can go wrong talking to the agent.
 #[derive(Debug, thiserror::Error)]
@@ -332,6 +334,28 @@ impl AgentClient {
         self.events(Op::RecordStop)
     }
 
+    /// Starts the kernel uevent observer: for every network device added
+    /// from now on, the agent looks at its sysfs `master` and `flags` as
+    /// soon as the uevent arrives, then waits up to `give_up` for `master`
+    /// to appear. Discards an earlier uevent recording.
+    pub fn uevent_start(&self, give_up: Duration) -> Result<(), AgentError> {
+        self.expect_done(Op::UeventStart {
+            give_up_ms: Some(millis(give_up)),
+        })
+    }
+
+    /// Takes the device adds observed so far, in `seq` order; observing goes
+    /// on. Every uevent sent before the call is in the answer (the agent
+    /// waits for devices it is still following, up to the give-up time).
+    pub fn uevent_take(&self) -> Result<Vec<NetAdd>, AgentError> {
+        self.net_adds(Op::UeventTake)
+    }
+
+    /// Stops the uevent observer and takes the remaining device adds.
+    pub fn uevent_stop(&self) -> Result<Vec<NetAdd>, AgentError> {
+        self.net_adds(Op::UeventStop)
+    }
+
     /// The agent's health report.
     pub fn status(&self) -> Result<Status, AgentError> {
         match self.request(Op::Status, Duration::from_secs(30))? {
@@ -349,6 +373,14 @@ impl AgentClient {
         let what = describe(&op);
         match self.request(op, Duration::from_secs(30))? {
             Reply::Events(events) => Ok(events),
+            other => Err(unexpected(what, other)),
+        }
+    }
+
+    fn net_adds(&self, op: Op) -> Result<Vec<NetAdd>, AgentError> {
+        let what = describe(&op);
+        match self.request(op, Duration::from_secs(30))? {
+            Reply::NetAdds(adds) => Ok(adds),
             other => Err(unexpected(what, other)),
         }
     }
@@ -393,6 +425,9 @@ fn describe(op: &Op) -> String {
         Op::RecordStart => "start the link recorder".into(),
         Op::RecordTake => "return recorded link events".into(),
         Op::RecordStop => "stop the link recorder".into(),
+        Op::UeventStart { .. } => "start the uevent observer".into(),
+        Op::UeventTake => "return observed network device adds".into(),
+        Op::UeventStop => "stop the uevent observer".into(),
         Op::Status => "report status".into(),
         Op::Poweroff => "power off".into(),
     }
@@ -556,6 +591,45 @@ mod tests {
             .request(Op::Status, Duration::from_millis(100))
             .unwrap_err();
         assert!(matches!(err, AgentError::Timeout { .. }), "{err}");
+    }
+
+    #[test]
+    fn uevent_requests_round_trip() {
+        let add = NetAdd {
+            seq: 0,
+            t_ms: 3,
+            ifname: "eth1".into(),
+            devpath: "/devices/pci0000:00/0000:00:1c.1/0000:02:00.0/net/eth1".into(),
+            master_at_first_look: None,
+            flags_at_first_look: Some(0x1002),
+            us_to_master: Some(2100),
+            master: Some("eth0".into()),
+            flags_when_enslaved: Some(0x1002),
+        };
+        let reply = add.clone();
+        let (client, dir) = fake_agent(move |req| match req.op {
+            Op::UeventStart {
+                give_up_ms: Some(250),
+            } => Some(Outcome::Ok(Reply::Done)),
+            Op::UeventTake => Some(Outcome::Ok(Reply::NetAdds(vec![reply.clone()]))),
+            Op::UeventStop => Some(Outcome::Error(
+                "no uevent recording is running; send uevent_start first".into(),
+            )),
+            _ => None,
+        });
+        client.uevent_start(Duration::from_millis(250)).unwrap();
+        assert_eq!(client.uevent_take().unwrap(), vec![add]);
+        let err = client.uevent_stop().unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("could not stop the uevent observer: no uevent recording"),
+            "{err}"
+        );
+        let log = std::fs::read_to_string(dir.path().join("agent.log")).unwrap();
+        assert!(
+            log.contains(r#"> {"id":1,"op":"uevent_start","give_up_ms":250}"#),
+            "{log}"
+        );
     }
 
     #[test]

@@ -14,6 +14,10 @@ pub struct ImageOptions {
     pub kernel: Option<PathBuf>,
     /// Modules for `kernel` (a directory searched for `.ko` files).
     pub modules: Option<PathBuf>,
+    /// Kernel mutants to carry instead of the stock modules they replace
+    /// (names from [`vfrig_images::MUTANTS`], such as `bond-rr-count-zero`).
+    /// Built against the Debian kernel, so not with `kernel`.
+    pub mutants: Vec<String>,
 }
 
 /// Image preparation failed.
@@ -34,8 +38,9 @@ pub enum ImageError {
 }
 
 /// Builds (or finds in the cache) the image: the guest agent and the VF
-/// driver as static binaries, then kernel, modules and initramfs. Concurrent callers (parallel
-/// tests) wait for each other on a lock file.
+/// driver as static binaries, then kernel, modules (with `opts.mutants` in
+/// place of their stock modules) and initramfs. Concurrent callers
+/// (parallel tests) wait for each other on a lock file.
 pub fn prepare(opts: &ImageOptions) -> Result<Image, ImageError> {
     let rig = crate::paths::rig_dir();
     let _lock = lock(&rig)?;
@@ -66,13 +71,15 @@ pub fn prepare(opts: &ImageOptions) -> Result<Image, ImageError> {
                 path: driver,
             },
         ],
+        mutants: opts.mutants.clone(),
     };
     let image = Builder::new(&rig).progress(progress).build(&spec)?;
     Ok(image)
 }
 
 /// The bare image of the same kernel (busybox `init` that powers off at
-/// once): the floor for boot-time benchmarks.
+/// once): the floor for boot-time benchmarks. It has no modules, so
+/// `opts.mutants` does not apply.
 pub fn prepare_bare(opts: &ImageOptions) -> Result<Image, ImageError> {
     let rig = crate::paths::rig_dir();
     let _lock = lock(&rig)?;
@@ -82,6 +89,7 @@ pub fn prepare_bare(opts: &ImageOptions) -> Result<Image, ImageError> {
         modules: opts.modules.clone(),
         modules_wanted: Vec::new(),
         guest_binaries: Vec::new(),
+        mutants: Vec::new(),
     };
     Ok(Builder::new(&rig)
         .progress(|msg: &str| crate::ui::say(msg))

@@ -290,6 +290,29 @@ fn kvm_probe(qemu: &Qemu, kernel: &Path) -> (bool, String) {
     verdict
 }
 
+/// Who binds a VF in the guest, which decides how QEMU presents it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum VfKind {
+    /// vfrig's own driver: two queue pairs (data and mailbox), `mq=on`.
+    #[default]
+    Driver,
+    /// The guest kernel's virtio_net: one queue pair, `mq=off`.
+    Kernel,
+    /// Like [`VfKind::Kernel`], and the standby of a net_failover pair
+    /// (`failover=on`): QEMU hides the primary until the guest acks it.
+    Standby,
+}
+
+impl VfKind {
+    /// Queue pairs of its vhost-user netdev.
+    pub fn queue_pairs(self) -> u16 {
+        match self {
+            VfKind::Driver => VF_QUEUE_PAIRS,
+            VfKind::Kernel | VfKind::Standby => 1,
+        }
+    }
+}
+
 /// A VF plugged in at boot.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VfPlug {
@@ -297,6 +320,43 @@ pub struct VfPlug {
     pub vf: u16,
     /// The daemon's vhost-user socket for it.
     pub socket: PathBuf,
+    /// Who binds it.
+    pub kind: VfKind,
+}
+
+/// The emulated PCI NIC of a failover pair: the "passthrough VF" a cloud
+/// host offers and revokes, paired with a standby VF.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Primary {
+    /// QEMU device model (`e1000e`).
+    pub model: String,
+    /// The standby VF it pairs with (same MAC, `failover_pair_id`).
+    pub standby: u16,
+    /// Its root port, `rpN`.
+    pub root_port: u16,
+}
+
+/// QEMU's id of the failover primary.
+pub const PRIMARY_ID: &str = "primary";
+
+/// The netdev behind the failover primary: a hub port that goes nowhere
+/// (the scenario is about the guest's view, not the primary's frames).
+pub const PRIMARY_NETDEV: &str = "primaryn";
+
+impl Primary {
+    /// Its `-device` properties, without the driver name (shared by the
+    /// command line and QMP `device_add`).
+    pub fn device_props(&self) -> Vec<(String, String)> {
+        let (_, _, standby_id) = vf_ids(self.standby);
+        vec![
+            ("id".into(), PRIMARY_ID.into()),
+            ("netdev".into(), PRIMARY_NETDEV.into()),
+            ("bus".into(), format!("rp{}", self.root_port)),
+            ("failover_pair_id".into(), standby_id),
+            ("mac".into(), vf_mac(self.standby)),
+            ("romfile".into(), String::new()),
+        ]
+    }
 }
 
 /// Everything the QEMU command line depends on.
@@ -328,6 +388,8 @@ pub struct MachineSpec {
     pub root_ports: u16,
     /// VFs present at boot.
     pub vfs: Vec<VfPlug>,
+    /// A failover primary, present at boot.
+    pub primary: Option<Primary>,
 }
 
 /// Ids QEMU knows a VF by.
@@ -342,20 +404,25 @@ pub fn vf_mac(vf: u16) -> String {
 
 /// The `-device` properties of a VF's virtio-net function, without the
 /// driver name (shared by the command line and QMP hotplug).
-pub fn vf_device_props(vf: u16) -> Vec<(String, String)> {
+pub fn vf_device_props(vf: u16, kind: VfKind) -> Vec<(String, String)> {
     let (_, netdev, id) = vf_ids(vf);
-    vec![
+    let mq = if kind == VfKind::Driver { "on" } else { "off" };
+    let mut props: Vec<(String, String)> = vec![
         ("id".into(), id),
         ("netdev".into(), netdev),
         ("bus".into(), format!("rp{vf}")),
-        ("mq".into(), "on".into()),
+        ("mq".into(), mq.into()),
         ("vectors".into(), "6".into()),
         ("disable-legacy".into(), "on".into()),
         ("mac".into(), vf_mac(vf)),
         // No iPXE option ROM: nothing boots from a VF, and SeaBIOS would
         // spend boot time initialising it under TCG.
         ("romfile".into(), String::new()),
-    ]
+    ];
+    if kind == VfKind::Standby {
+        props.push(("failover".into(), "on".into()));
+    }
+    props
 }
 
 /// Queue pairs per VF: data and mailbox.
@@ -433,15 +500,27 @@ pub fn command_line(spec: &MachineSpec) -> Vec<String> {
             "socket,id={chardev},path={},reconnect-ms=200",
             plug.socket.display()
         );
-        let n = format!("vhost-user,id={netdev},chardev={chardev},queues={VF_QUEUE_PAIRS}");
-        let props: Vec<String> = vf_device_props(plug.vf)
-            .into_iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect();
-        let d = format!("virtio-net-pci,{}", props.join(","));
+        let n = format!(
+            "vhost-user,id={netdev},chardev={chardev},queues={}",
+            plug.kind.queue_pairs()
+        );
+        let d = format!(
+            "virtio-net-pci,{}",
+            joined(vf_device_props(plug.vf, plug.kind))
+        );
         push(&["-chardev", &c, "-netdev", &n, "-device", &d]);
     }
+    if let Some(primary) = &spec.primary {
+        let n = format!("hubport,id={PRIMARY_NETDEV},hubid=0");
+        let d = format!("{},{}", primary.model, joined(primary.device_props()));
+        push(&["-netdev", &n, "-device", &d]);
+    }
     a
+}
+
+fn joined(props: Vec<(String, String)>) -> String {
+    let props: Vec<String> = props.into_iter().map(|(k, v)| format!("{k}={v}")).collect();
+    props.join(",")
 }
 
 /// Renders arguments as a shell command line (for the artifacts and for
@@ -486,7 +565,9 @@ mod tests {
             vfs: vec![VfPlug {
                 vf: 0,
                 socket: "/pf/vf0.sock".into(),
+                kind: VfKind::Driver,
             }],
+            primary: None,
         }
     }
 
@@ -518,6 +599,35 @@ mod tests {
             "pcie-root-port,id=rp1,chassis=2"
         ));
         assert!(!args.iter().any(|a| a.contains("rp2")));
+    }
+
+    #[test]
+    fn a_failover_pair_is_a_kernel_standby_and_an_emulated_primary() {
+        let mut spec = spec();
+        spec.root_ports = 2;
+        spec.vfs[0].kind = VfKind::Standby;
+        spec.primary = Some(Primary {
+            model: "e1000e".into(),
+            standby: 0,
+            root_port: 1,
+        });
+        let args = command_line(&spec);
+        assert!(has_pair(
+            &args,
+            "-netdev",
+            "vhost-user,id=vfn0,chardev=vfc0,queues=1"
+        ));
+        assert!(has_pair(
+            &args,
+            "-device",
+            "virtio-net-pci,id=vf0,netdev=vfn0,bus=rp0,mq=off,vectors=6,disable-legacy=on,mac=02:00:00:00:10:00,romfile=,failover=on"
+        ));
+        assert!(has_pair(&args, "-netdev", "hubport,id=primaryn,hubid=0"));
+        assert!(has_pair(
+            &args,
+            "-device",
+            "e1000e,id=primary,netdev=primaryn,bus=rp1,failover_pair_id=vf0,mac=02:00:00:00:10:00,romfile="
+        ));
     }
 
     #[test]

@@ -180,7 +180,12 @@ impl Qmp {
 
     /// Hot-adds VF `vf` on its root port: a reconnecting chardev to the
     /// daemon's socket, a vhost-user netdev and the virtio-net function.
-    pub fn add_vf(&mut self, vf: u16, socket: &Path) -> Result<(), QmpError> {
+    pub fn add_vf(
+        &mut self,
+        vf: u16,
+        kind: crate::qemu::VfKind,
+        socket: &Path,
+    ) -> Result<(), QmpError> {
         let (chardev, netdev, _) = crate::qemu::vf_ids(vf);
         self.execute(&ChardevAddUnixClient {
             id: chardev.clone(),
@@ -197,11 +202,29 @@ impl Qmp {
             id: netdev,
             vhost_user: qmp::NetdevVhostUserOptions {
                 chardev,
-                queues: Some(crate::qemu::VF_QUEUE_PAIRS.into()),
+                queues: Some(kind.queue_pairs().into()),
                 vhostforce: None,
             },
         }))?;
-        let mut props = crate::qemu::vf_device_props(vf);
+        self.device_add("virtio-net-pci", crate::qemu::vf_device_props(vf, kind))
+    }
+
+    /// Plugs the failover primary back in (its netdev stays between plugs).
+    pub fn add_primary(&mut self, primary: &crate::qemu::Primary) -> Result<(), QmpError> {
+        self.device_add(&primary.model, primary.device_props())
+    }
+
+    /// Unplugs the failover primary and waits until QEMU has removed it.
+    pub fn remove_primary(&mut self, timeout: Duration) -> Result<(), QmpError> {
+        self.device_del(crate::qemu::PRIMARY_ID, timeout)
+    }
+
+    /// `device_add` from command-line style properties.
+    fn device_add(
+        &mut self,
+        driver: &str,
+        mut props: Vec<(String, String)>,
+    ) -> Result<(), QmpError> {
         let mut take = |key: &str| {
             props
                 .iter()
@@ -215,7 +238,7 @@ impl Qmp {
             .into_iter()
             .map(|(k, v)| {
                 let value = match (k.as_str(), v.parse::<u64>()) {
-                    ("mq", _) => Value::Bool(v == "on"),
+                    ("mq" | "failover", _) => Value::Bool(v == "on"),
                     (_, Ok(n)) => Value::from(n),
                     _ => Value::String(v),
                 };
@@ -223,7 +246,7 @@ impl Qmp {
             })
             .collect();
         self.execute(&qmp::device_add {
-            driver: "virtio-net-pci".into(),
+            driver: driver.into(),
             id,
             bus,
             arguments,
@@ -231,14 +254,20 @@ impl Qmp {
         Ok(())
     }
 
+    /// `device_del`, then waits for DEVICE_DELETED (the guest let go).
+    fn device_del(&mut self, id: &str, timeout: Duration) -> Result<(), QmpError> {
+        self.execute(&qmp::device_del { id: id.to_owned() })?;
+        self.wait_event(&format!("DEVICE_DELETED for {id}"), timeout, |e| {
+            e.name == "DEVICE_DELETED" && e.data.get("device").and_then(Value::as_str) == Some(id)
+        })
+        .map(drop)
+    }
+
     /// Hot-removes VF `vf`: `device_del`, waits for the guest to let go
     /// (DEVICE_DELETED), then removes the netdev and chardev.
     pub fn remove_vf(&mut self, vf: u16, timeout: Duration) -> Result<(), QmpError> {
         let (chardev, netdev, id) = crate::qemu::vf_ids(vf);
-        self.execute(&qmp::device_del { id: id.clone() })?;
-        self.wait_event(&format!("DEVICE_DELETED for {id}"), timeout, |e| {
-            e.name == "DEVICE_DELETED" && e.data.get("device").and_then(Value::as_str) == Some(&id)
-        })?;
+        self.device_del(&id, timeout)?;
         self.execute(&qmp::netdev_del { id: netdev })?;
         // QEMU 10 removes a vhost-user netdev's chardev with the netdev;
         // older versions leave it behind.
@@ -357,7 +386,8 @@ mod tests {
     fn hotplug_sends_chardev_netdev_and_device() {
         let ok = || vec![r#"{"return": {}}"#];
         let (mut qmp, server) = fake_qemu(vec![ok(), ok(), ok()]);
-        qmp.add_vf(1, Path::new("/pf/vf1.sock")).unwrap();
+        qmp.add_vf(1, crate::qemu::VfKind::Driver, Path::new("/pf/vf1.sock"))
+            .unwrap();
         drop(qmp);
         let sent: Vec<Value> = server
             .join()

@@ -14,6 +14,8 @@ pub struct RigConfig {
     pub vfs: u16,
     /// A PF policy file.
     pub policy: Option<PathBuf>,
+    /// VFs the guest kernel's virtio_net binds (the daemon's kernel role).
+    pub kernel_vfs: std::collections::BTreeSet<u16>,
     /// Seed for probabilistic faults.
     pub seed: u64,
     /// The VM. Its `vfs_at_boot` lists the VFs plugged at boot.
@@ -45,6 +47,7 @@ impl Rig {
             pcap: None,
             tap: None,
             seed: config.seed,
+            kernel_vfs: config.kernel_vfs.clone(),
         })?;
         let vm = Vm::start(&config.vm, &daemon)?;
         Ok(Rig {

@@ -1,5 +1,6 @@
 //! A QEMU VM with the guest agent running and the PF's VFs plugged in.
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -12,7 +13,9 @@ use vfrig_device::daemon::Daemon;
 
 use crate::agent::{AgentClient, AgentError};
 use crate::process::{kill_and_reap, spawn_tied, Registration};
-use crate::qemu::{self, Accel, AccelChoice, MachineSpec, Qemu, QemuError, VfPlug};
+use crate::qemu::{
+    self, Accel, AccelChoice, MachineSpec, Primary, Qemu, QemuError, VfKind, VfPlug,
+};
 use crate::qmp::{Qmp, QmpError};
 use crate::rundir::{RunDir, SocketDir};
 use crate::splat::{self, Splat};
@@ -37,6 +40,11 @@ pub struct VmConfig {
     pub memory_mib: u32,
     /// VFs plugged at boot; the others can be hot-plugged later.
     pub vfs_at_boot: Vec<u16>,
+    /// Who binds each VF (VFs not listed: vfrig's driver).
+    pub vf_kinds: BTreeMap<u16, VfKind>,
+    /// The device model of a failover primary (`e1000e`), paired with the
+    /// VF of kind [`VfKind::Standby`].
+    pub failover_primary: Option<String>,
     /// Extra kernel command line words.
     pub extra_cmdline: Vec<String>,
     /// How long boot may take before the agent must be ready.
@@ -58,6 +66,8 @@ impl VmConfig {
             cpus: 2,
             memory_mib: 1024,
             vfs_at_boot: Vec::new(),
+            vf_kinds: BTreeMap::new(),
+            failover_primary: None,
             extra_cmdline: Vec::new(),
             boot_timeout: scaled(Duration::from_secs(180)),
             shell_on_stdio: false,
@@ -163,6 +173,12 @@ pub enum VmError {
         /// How many there are.
         vfs: u16,
     },
+    /// A failover primary was asked for without a standby VF.
+    #[error("a failover primary needs a VF of kind standby to pair with")]
+    NoStandby,
+    /// The machine has no failover primary.
+    #[error("this VM has no failover primary (the scenario needs a [failover] table)")]
+    NoPrimary,
 }
 
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> VmError {
@@ -194,6 +210,8 @@ pub struct Vm {
     child: Child,
     run_dir: RunDir,
     vf_sockets: Vec<PathBuf>,
+    vf_kinds: BTreeMap<u16, VfKind>,
+    primary: Option<Primary>,
     boot: BootReport,
     console: PathBuf,
     _registration: Registration,
@@ -269,8 +287,25 @@ impl Vm {
             plugs.push(VfPlug {
                 vf,
                 socket: socket.clone(),
+                kind: config.vf_kinds.get(&vf).copied().unwrap_or_default(),
             });
         }
+        let primary = match &config.failover_primary {
+            None => None,
+            Some(model) => {
+                let standby = config
+                    .vf_kinds
+                    .iter()
+                    .find(|(_, kind)| **kind == VfKind::Standby)
+                    .map(|(vf, _)| *vf)
+                    .ok_or(VmError::NoStandby)?;
+                Some(Primary {
+                    model: model.clone(),
+                    standby,
+                    root_port: vfs,
+                })
+            }
+        };
         let mut cmdline = BASE_CMDLINE.to_owned();
         for word in &config.extra_cmdline {
             cmdline.push(' ');
@@ -288,8 +323,9 @@ impl Vm {
             qmp_socket: qmp_path,
             agent_socket: agent_path,
             shell_on_stdio: config.shell_on_stdio,
-            root_ports: vfs,
+            root_ports: vfs + u16::from(primary.is_some()),
             vfs: plugs,
+            primary: primary.clone(),
         };
         let args = qemu::command_line(&spec);
         std::fs::write(
@@ -400,6 +436,8 @@ impl Vm {
             child,
             run_dir,
             vf_sockets,
+            vf_kinds: config.vf_kinds.clone(),
+            primary,
             boot: BootReport {
                 accel,
                 ready_after,
@@ -481,8 +519,28 @@ impl Vm {
     /// Hot-plugs VF `vf` into its root port.
     pub fn hotplug_vf(&self, vf: u16) -> Result<(), VmError> {
         let socket = self.vf_socket(vf)?;
+        let kind = self.vf_kinds.get(&vf).copied().unwrap_or_default();
         self.qmp()
-            .add_vf(vf, &socket)
+            .add_vf(vf, kind, &socket)
+            .map_err(|e| self.qmp_error(e))
+    }
+
+    /// Plugs the failover primary back in (QMP `device_add`).
+    pub fn plug_primary(&self) -> Result<(), VmError> {
+        let primary = self.primary.as_ref().ok_or(VmError::NoPrimary)?;
+        self.qmp()
+            .add_primary(primary)
+            .map_err(|e| self.qmp_error(e))
+    }
+
+    /// Unplugs the failover primary (QMP `device_del`) and waits until the
+    /// guest has let go of it.
+    pub fn unplug_primary(&self) -> Result<(), VmError> {
+        if self.primary.is_none() {
+            return Err(VmError::NoPrimary);
+        }
+        self.qmp()
+            .remove_primary(scaled(Duration::from_secs(30)))
             .map_err(|e| self.qmp_error(e))
     }
 

@@ -57,6 +57,7 @@ fn vm_driver_transport_selftest_reaches_the_pf_and_its_switch() {
     vm.vfs_at_boot = vec![0];
     let rig = Rig::start(&RigConfig {
         vfs: 1,
+        kernel_vfs: Default::default(),
         policy: Some(policy),
         seed: 0,
         vm,

@@ -65,6 +65,7 @@ fn boot(label: &str, vfs: u16, policy: Option<PathBuf>) -> Rig {
     vm.vfs_at_boot = (0..vfs).collect();
     Rig::start(&RigConfig {
         vfs,
+        kernel_vfs: Default::default(),
         policy,
         seed: 0,
         vm,

@@ -21,6 +21,7 @@ fn rig(label: &str, vfs: u16, at_boot: &[u16]) -> (Rig, String) {
     vm.vfs_at_boot = at_boot.to_vec();
     let rig = Rig::start(&RigConfig {
         vfs,
+        kernel_vfs: Default::default(),
         policy: None,
         seed: 0,
         vm,

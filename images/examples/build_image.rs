@@ -6,11 +6,14 @@
 //! cargo run --release -p vfrig-images --example build_image -- target/vfrig --bare
 //! cargo run --release -p vfrig-images --example build_image -- target/vfrig \
 //!     --kernel ~/linux/arch/x86/boot/bzImage --modules ~/linux --agent AGENT
+//! cargo run --release -p vfrig-images --example build_image -- target/vfrig \
+//!     --mutant bond-rr-count-zero --agent AGENT
 //! ```
 //!
 //! Options: `--flavour cloud|generic`, `--kernel BZIMAGE`, `--modules DIR`,
 //! `--module NAME` (repeatable; replaces the flavour's defaults),
-//! `--agent PATH` (installed as `vfrig-agent` and `/init`), `--bare`.
+//! `--mutant NAME` (repeatable; a kernel mutant in place of its stock
+//! module), `--agent PATH` (installed as `vfrig-agent` and `/init`), `--bare`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -19,7 +22,7 @@ use std::time::Instant;
 use vfrig_images::{Builder, Flavour, ImageSpec};
 
 const USAGE: &str = "usage: build_image CACHE_ROOT [--flavour cloud|generic] [--kernel BZIMAGE] \
-                     [--modules DIR] [--module NAME]... [--agent PATH] [--bare]";
+                     [--modules DIR] [--module NAME]... [--mutant NAME]... [--agent PATH] [--bare]";
 
 #[allow(clippy::print_stderr, clippy::print_stdout)]
 fn main() -> ExitCode {
@@ -40,6 +43,7 @@ fn main() -> ExitCode {
                 "--kernel" => spec.kernel = Some(value()?.into()),
                 "--modules" => spec.modules = Some(value()?.into()),
                 "--module" => modules.push(value()?.to_string_lossy().into_owned()),
+                "--mutant" => spec = spec.with_mutant(value()?.to_string_lossy()),
                 "--agent" => spec = spec.with_binary("vfrig-agent", PathBuf::from(value()?)),
                 "--bare" => bare = true,
                 _ => return Err(USAGE.into()),
@@ -69,7 +73,13 @@ fn main() -> ExitCode {
         println!("release   {}", image.manifest.kernel.release);
         println!("bytes     {}", image.manifest.initramfs_bytes);
         for module in &image.manifest.modules {
-            println!("module    {}", module.path_in_image);
+            match &module.mutant {
+                Some(mutant) => println!("module    {} (mutant {mutant})", module.path_in_image),
+                None => println!("module    {}", module.path_in_image),
+            }
+        }
+        for mutant in &image.manifest.mutants {
+            println!("mutant    {} key {}", mutant.name, mutant.key);
         }
         Ok(())
     };

@@ -6,8 +6,9 @@
 //! format, the flavour, the kernel package and version (or the custom
 //! kernel's SHA-256 and a stamp of its module tree), the wanted modules,
 //! busybox's version, the SHA-256 of every host file copied (dash, ip and
-//! their libraries) and of every guest binary. An image directory appears
-//! only once complete (see [`crate::cache`]), so finding its manifest is a
+//! their libraries) and of every guest binary, and each kernel mutant's
+//! name and key (see [`crate::mutant`]). An image directory appears only
+//! once complete (see [`crate::cache`]), so finding its manifest is a
 //! cache hit.
 
 use std::io::Write;
@@ -20,6 +21,7 @@ use crate::debian::{self, megabytes, Candidate, Debian};
 use crate::kernel::bzimage_release;
 use crate::manifest::{BinaryInfo, KernelInfo, KernelSource, Manifest, ModuleEntry, PackageInfo};
 use crate::modules::{load_order, LoadedModule, ModuleTree, OrderError, TreeLoader};
+use crate::mutant::{self, BuiltMutant};
 use crate::spec::AGENT_NAME;
 use crate::userland::{self, merged_usr, HostTools};
 use crate::{Error, Flavour, ImageSpec, Initramfs, Result};
@@ -129,6 +131,7 @@ struct Prepared {
     host: HostTools,
     binaries: Vec<(BinaryInfo, Vec<u8>)>,
     wanted: Vec<String>,
+    mutants: Vec<mutant::Plan>,
 }
 
 impl Builder {
@@ -210,6 +213,22 @@ impl Builder {
         })
     }
 
+    /// The kernel mutant `name` (see [`crate::MUTANTS`]) built for the
+    /// Debian kernel `release` (`6.12.117+deb12-cloud-amd64`) from
+    /// `linux-source-6.12` at `source_version` (the kernel package's
+    /// version, `6.12.117-1~deb12u1`; [`DebianKernel`] has both), or found
+    /// in `<cache root>/mutants/`. As root, missing headers and sources are
+    /// installed with apt-get; otherwise the error says what to run.
+    pub fn build_mutant(
+        &self,
+        name: &str,
+        release: &str,
+        source_version: &str,
+    ) -> Result<BuiltMutant> {
+        let plan = mutant::Plan::new(mutant::lookup(name)?, release, source_version);
+        mutant::build(&self.cache_root, &plan, &|step: &str| self.say(step))
+    }
+
     /// The image for `spec`: from the cache if an identical one was built
     /// before, else built now (see the crate docs for what goes in).
     pub fn build(&self, spec: &ImageSpec) -> Result<Image> {
@@ -220,6 +239,7 @@ impl Builder {
             host,
             binaries,
             wanted,
+            mutants,
         } = self.prepare(spec)?;
         if let Some(image) = self.cached(&key)? {
             return Ok(image);
@@ -229,10 +249,37 @@ impl Builder {
         self.prefetch(&plan, &busybox)?;
         let kernel = self.kernel(plan, spec.flavour)?;
         let release = kernel.info.release.clone();
-        let modules = match &kernel.modules {
-            Some(tree) => {
-                self.select_modules(tree, &wanted, &release, &kernel.searched, &kernel.hint)?
+        let mut built_mutants = Vec::with_capacity(mutants.len());
+        for plan in &mutants {
+            if plan.release != release {
+                return Err(Error::MutantUnbuildable {
+                    mutant: plan.mutant.name,
+                    reason: format!(
+                        "the kernel package {} boots release {release}, not the {} its name \
+                         promises; delete its unpacked directory under {} and build again",
+                        kernel.info.package.as_deref().unwrap_or_default(),
+                        plan.release,
+                        self.cache_root.join("pkgs").display()
+                    ),
+                });
             }
+            built_mutants.push(mutant::build(&self.cache_root, plan, &|step: &str| {
+                self.say(step)
+            })?);
+        }
+        let overrides: Vec<(&str, &BuiltMutant)> = built_mutants
+            .iter()
+            .map(|m| (m.info.module.as_str(), m))
+            .collect();
+        let modules = match &kernel.modules {
+            Some(tree) => self.select_modules(
+                tree,
+                &wanted,
+                &overrides,
+                &release,
+                &kernel.searched,
+                &kernel.hint,
+            )?,
             None => {
                 self.say("no module directory for the custom kernel: the image carries no modules and the agent loads none");
                 Vec::new()
@@ -281,10 +328,15 @@ impl Builder {
                 list.push_str(&module.info.depends.join(","));
             }
             list.push('\n');
+            let mutant = overrides
+                .iter()
+                .find(|(module, _)| *module == name)
+                .map(|(_, built)| built.info.name.clone());
             entries.push(ModuleEntry {
                 name,
                 path_in_image,
                 depends: module.info.depends,
+                mutant,
             });
         }
         fs.file(MODULES_LIST, 0o644, list)?;
@@ -295,6 +347,7 @@ impl Builder {
             modules: entries,
             packages,
             binaries: binaries.into_iter().map(|(info, _)| info).collect(),
+            mutants: built_mutants.into_iter().map(|m| m.info).collect(),
             files: 0,
             initramfs_bytes: 0,
         };
@@ -335,11 +388,15 @@ impl Builder {
             };
             binaries.push((info, data));
         }
+        let mutants = plan_mutants(spec, &plan)?;
         let mut wanted: Vec<String> = Vec::new();
+        // A mutant's module loads even if the spec does not ask for it.
         for name in spec
             .modules_wanted
             .iter()
-            .map(|m| crate::modules::normalise(m))
+            .map(String::as_str)
+            .chain(mutants.iter().map(|m| m.mutant.module))
+            .map(crate::modules::normalise)
         {
             if !wanted.contains(&name) {
                 wanted.push(name);
@@ -351,6 +408,10 @@ impl Builder {
             .map(|f| (f.image_path.clone(), cache::sha256_hex(&f.data)))
             .collect();
         let infos: Vec<BinaryInfo> = binaries.iter().map(|(info, _)| info.clone()).collect();
+        let mutant_keys: Vec<(String, String)> = mutants
+            .iter()
+            .map(|m| (m.mutant.name.to_owned(), m.key.clone()))
+            .collect();
         let key = image_key(&KeyInputs {
             flavour: spec.flavour,
             busybox: &busybox.version,
@@ -358,6 +419,7 @@ impl Builder {
             wanted: &wanted,
             host_files: &host_files,
             binaries: &infos,
+            mutants: &mutant_keys,
         });
         Ok(Prepared {
             key,
@@ -366,13 +428,14 @@ impl Builder {
             host,
             binaries,
             wanted,
+            mutants,
         })
     }
 
     /// The boot-time floor image for `spec`'s kernel: busybox and an /init
     /// script that powers off at once (`/bin/busybox poweroff -f`). No
-    /// modules, no userland. Cached like [`Builder::build`]'s images, under
-    /// other keys.
+    /// modules, no userland (so `spec.mutants` does not apply). Cached like
+    /// [`Builder::build`]'s images, under other keys.
     pub fn bare(&self, spec: &ImageSpec) -> Result<Image> {
         spec.validate()?;
         let resolved = self
@@ -411,6 +474,7 @@ impl Builder {
                 version: busybox.version.clone(),
             }],
             binaries: Vec::new(),
+            mutants: Vec::new(),
             files: 0,
             initramfs_bytes: 0,
         };
@@ -558,16 +622,21 @@ impl Builder {
         }
     }
 
-    /// The closure of `wanted` in load order, read from `tree`.
+    /// The closure of `wanted` in load order, read from `tree`, with each
+    /// mutant's module in place of the stock one.
     fn select_modules(
         &self,
         tree: &ModuleTree,
         wanted: &[String],
+        mutants: &[(&str, &BuiltMutant)],
         release: &str,
         searched: &str,
         hint: &str,
     ) -> Result<Vec<(String, LoadedModule)>> {
         let mut loader = TreeLoader::new(tree);
+        for (module, built) in mutants {
+            loader = loader.with_override(module, built.ko.clone());
+        }
         let order = load_order(wanted, &mut loader).map_err(|e| match e {
             OrderError::Missing { module, needed_by } => Error::ModuleNotFound {
                 module,
@@ -715,6 +784,36 @@ fn kernel_fields(plan: &KernelPlan) -> Vec<(String, String)> {
     }
 }
 
+/// The mutant builds `spec` asks for, planned against the Debian kernel of
+/// `plan` (release from the package name, source version = the package's
+/// version).
+fn plan_mutants(spec: &ImageSpec, plan: &KernelPlan) -> Result<Vec<mutant::Plan>> {
+    if spec.mutants.is_empty() {
+        return Ok(Vec::new());
+    }
+    let KernelPlan::Debian(candidate) = plan else {
+        return Err(Error::BadSpec {
+            reason: "mutants are built against a Debian kernel's headers; drop `kernel`".to_owned(),
+        });
+    };
+    let release = debian::kernel_release(&candidate.package).ok_or_else(|| Error::BadSpec {
+        reason: format!(
+            "kernel package {} is not named linux-image-<release>",
+            candidate.package
+        ),
+    })?;
+    spec.mutants
+        .iter()
+        .map(|name| {
+            Ok(mutant::Plan::new(
+                mutant::lookup(name)?,
+                release,
+                &candidate.version,
+            ))
+        })
+        .collect()
+}
+
 /// What a full image's cache key covers.
 struct KeyInputs<'a> {
     flavour: Flavour,
@@ -728,6 +827,9 @@ struct KeyInputs<'a> {
     host_files: &'a [(String, String)],
     /// The guest binaries.
     binaries: &'a [BinaryInfo],
+    /// (name, key) of each kernel mutant; none adds nothing to the key, so
+    /// images without mutants keep the keys they had before mutants.
+    mutants: &'a [(String, String)],
 }
 
 fn image_key(inputs: &KeyInputs<'_>) -> String {
@@ -746,6 +848,9 @@ fn image_key(inputs: &KeyInputs<'_>) -> String {
     for binary in inputs.binaries {
         key.field("binary", &binary.name)
             .field("sha256", &binary.sha256);
+    }
+    for (name, mutant_key) in inputs.mutants {
+        key.field("mutant", name).field("mutant-key", mutant_key);
     }
     key.finish()
 }
@@ -831,6 +936,7 @@ mod tests {
             wanted: &wanted,
             host_files: &host,
             binaries: &binaries,
+            mutants: &[],
         };
         let key = image_key(&base);
         assert_eq!(key.len(), cache::KEY_LEN);
@@ -858,6 +964,14 @@ mod tests {
         other_agent[0].sha256 = "cd".into();
         let mut renamed = binaries.clone();
         renamed[0].name = "agent".into();
+        let mutant = [(
+            "bond-rr-count-zero".to_owned(),
+            "0123456789abcdef0123".to_owned(),
+        )];
+        let rebuilt_mutant = [(
+            "bond-rr-count-zero".to_owned(),
+            "0123456789abcdef0124".to_owned(),
+        )];
         let changed = [
             image_key(&KeyInputs {
                 flavour: Flavour::Generic,
@@ -904,6 +1018,16 @@ mod tests {
             }),
             image_key(&KeyInputs {
                 binaries: &[],
+                kernel: debian_kernel(),
+                ..base
+            }),
+            image_key(&KeyInputs {
+                mutants: &mutant,
+                kernel: debian_kernel(),
+                ..base
+            }),
+            image_key(&KeyInputs {
+                mutants: &rebuilt_mutant,
                 kernel: debian_kernel(),
                 ..base
             }),

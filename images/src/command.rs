@@ -38,6 +38,22 @@ pub(crate) const LDD: Tool = Tool {
     program: "ldd",
     package: "libc-bin",
 };
+pub(crate) const TAR: Tool = Tool {
+    program: "tar",
+    package: "tar",
+};
+pub(crate) const PATCH: Tool = Tool {
+    program: "patch",
+    package: "patch",
+};
+pub(crate) const STRIP: Tool = Tool {
+    program: "strip",
+    package: "binutils",
+};
+pub(crate) const MAKE: Tool = Tool {
+    program: "make",
+    package: "make",
+};
 
 /// How much of a failed command's standard error goes into the error.
 const STDERR_TAIL: usize = 2000;
@@ -141,6 +157,29 @@ pub(crate) fn passthrough(tool: Tool, command: &mut Command, hint: &'static str)
     Ok(())
 }
 
+/// Runs `command` with its standard output and error appended to `log`
+/// (after a `$ command line` header), and returns how it exited. Only a
+/// failure to start it or to write the log is an error.
+pub(crate) fn logged(
+    tool: Tool,
+    command: &mut Command,
+    log: &std::path::Path,
+) -> Result<std::process::ExitStatus> {
+    use std::io::Write as _;
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .map_err(Error::io("open", log))?;
+    writeln!(file, "$ {}", describe(command)).map_err(Error::io("write", log))?;
+    let stderr = file.try_clone().map_err(Error::io("open", log))?;
+    command
+        .stdout(Stdio::from(file))
+        .stderr(Stdio::from(stderr))
+        .status()
+        .map_err(spawn_error(tool, command))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -194,6 +233,25 @@ mod tests {
         assert_eq!(
             stderr_tail("é".repeat(STDERR_TAIL).as_bytes()).len(),
             STDERR_TAIL
+        );
+    }
+
+    #[test]
+    fn logged_commands_append_a_header_and_both_streams() {
+        let scratch = crate::cache::tests::scratch("logged");
+        let log = scratch.path().join("build.log");
+        let sh = Tool {
+            program: "sh",
+            package: "dash",
+        };
+        let ok =
+            logged(sh, &mut command(sh, ["-c", "echo out; echo err >&2"]), &log).expect("runs");
+        assert!(ok.success());
+        let failed = logged(sh, &mut command(sh, ["-c", "exit 2"]), &log).expect("runs");
+        assert_eq!(failed.code(), Some(2));
+        assert_eq!(
+            std::fs::read_to_string(&log).expect("log"),
+            "$ sh -c 'echo out; echo err >&2'\nout\nerr\n$ sh -c 'exit 2'\n"
         );
     }
 }

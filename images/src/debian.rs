@@ -86,6 +86,14 @@ pub(crate) fn kernel_patch_level(name: &str, flavour: Flavour) -> Option<u32> {
     n.parse().ok()
 }
 
+/// The release a Debian kernel package boots: its name after
+/// `linux-image-` (`6.12.117+deb12-cloud-amd64`).
+pub(crate) fn kernel_release(package: &str) -> Option<&str> {
+    package
+        .strip_prefix("linux-image-")
+        .filter(|release| !release.is_empty())
+}
+
 /// The kernel package with the highest patch level in `apt-cache search`
 /// output (`name - description` lines).
 pub(crate) fn pick_kernel(search_output: &str, flavour: Flavour) -> Option<String> {
@@ -447,7 +455,7 @@ impl<P: Fn(&str)> Debian<'_, P> {
 
 /// Whether `path` belongs to root, i.e. whether we run as root (we just
 /// created it).
-fn is_root_owned(path: &Path) -> bool {
+pub(crate) fn is_root_owned(path: &Path) -> bool {
     use std::os::unix::fs::MetadataExt;
     std::fs::metadata(path).is_ok_and(|m| m.uid() == 0)
 }
@@ -564,6 +572,11 @@ linux-image-6.12.x+deb12-cloud-amd64 - nonsense
             kernel_patch_level("linux-image-6.1.7+deb12-amd64", Flavour::Generic),
             None
         );
+        assert_eq!(
+            kernel_release("linux-image-6.12.117+deb12-cloud-amd64"),
+            Some("6.12.117+deb12-cloud-amd64")
+        );
+        assert_eq!(kernel_release("linux-headers-6.12.117+deb12-amd64"), None);
     }
 
     #[test]

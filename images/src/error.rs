@@ -192,6 +192,55 @@ pub enum Error {
         /// The binary.
         path: PathBuf,
     },
+    /// A kernel mutant name the registry does not know.
+    #[error("unknown kernel mutant {given:?}; known mutants: {}", .known.join(", "))]
+    UnknownMutant {
+        /// What was given.
+        given: String,
+        /// The names the registry knows.
+        known: Vec<String>,
+    },
+    /// The packages a kernel mutant is built against are not installed,
+    /// and this process is not root, so it cannot install them.
+    #[error(
+        "kernel mutant {mutant} is built against packages that are not installed ({}); \
+         run `{command}` as root, then build again",
+        .missing.join(", ")
+    )]
+    MutantToolchainMissing {
+        /// The mutant.
+        mutant: &'static str,
+        /// The missing packages, as `name=version`.
+        missing: Vec<String>,
+        /// The command that installs them.
+        command: String,
+    },
+    /// A kernel mutant cannot be built here, for a reason other than a
+    /// failing step.
+    #[error("kernel mutant {mutant} cannot be built: {reason}")]
+    MutantUnbuildable {
+        /// The mutant.
+        mutant: &'static str,
+        /// What is wrong and what to do.
+        reason: String,
+    },
+    /// A step of a kernel mutant's build failed. Its whole output is kept
+    /// in `log`, next to the sources it worked on.
+    #[error("building kernel mutant {mutant}: `{command}` failed ({status}); the full output is in {log}; {hint}{}", stderr_suffix(.tail))]
+    MutantBuild {
+        /// The mutant.
+        mutant: &'static str,
+        /// The command line that failed.
+        command: String,
+        /// How it exited.
+        status: ExitStatus,
+        /// The log file with its output.
+        log: PathBuf,
+        /// The end of that output.
+        tail: String,
+        /// What to do.
+        hint: String,
+    },
     /// A finished cache entry that cannot be read back.
     #[error("cache entry {path} is unreadable ({reason}); delete it and build again")]
     CorruptCache {
@@ -266,6 +315,21 @@ mod tests {
                 cycle: vec!["a".into(), "b".into(), "a".into()],
             },
             "module dependencies form a cycle: a -> b -> a; the module tree is inconsistent, rebuild its modules",
+        );
+        check(
+            Error::UnknownMutant {
+                given: "bond-rr".into(),
+                known: vec!["bond-rr-count-zero".into(), "other".into()],
+            },
+            "unknown kernel mutant \"bond-rr\"; known mutants: bond-rr-count-zero, other",
+        );
+        check(
+            Error::MutantToolchainMissing {
+                mutant: "m",
+                missing: vec!["linux-headers-r=1".into(), "linux-source-6.12=1".into()],
+                command: "apt-get install -y linux-headers-r linux-source-6.12=1".into(),
+            },
+            "kernel mutant m is built against packages that are not installed (linux-headers-r=1, linux-source-6.12=1); run `apt-get install -y linux-headers-r linux-source-6.12=1` as root, then build again",
         );
         let io = Error::io("read", "/x")(std::io::Error::from(std::io::ErrorKind::NotFound));
         assert_eq!(io.to_string(), "could not read /x");

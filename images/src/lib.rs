@@ -15,6 +15,10 @@
 //!   `sh`), the host's dash as `/bin/sh` and iproute2's `/usr/sbin/ip` with
 //!   the shared libraries and loader `ldd` names, `/etc/profile`, and the
 //!   rig's static guest binaries in `/usr/bin`, the agent also as `/init`.
+//! - **Kernel mutants** ([`MUTANTS`], `ImageSpec::mutants`): a stock module
+//!   rebuilt out of tree from patched Debian sources (`images/mutants/`),
+//!   carried at the stock module's path in its place; built and cached by
+//!   [`Builder::build_mutant`] under `<cache root>/mutants/`.
 //! - **Cache**: `<cache root>/images/<key>/{vmlinuz,initramfs.cpio.gz,manifest.json}`,
 //!   keyed by everything above; downloads and unpacked packages are cached
 //!   too. A rebuild with the same inputs is a cache hit that runs no apt
@@ -29,10 +33,12 @@
 //!
 //! Host tools used: `apt-cache`, `apt-get`, `dpkg-deb`, `dpkg`/`dpkg-query`
 //! (package `apt`, `dpkg`), `ldd` (`libc-bin`), and the host's `dash` and
-//! `iproute2`; a missing one is an error naming the package to install.
+//! `iproute2`; for mutants also `tar`, `patch`, `make` and the kernel's
+//! compiler. A missing one is an error naming the package to install.
 //!
-//! This crate does not boot anything (the harness does) and never needs
-//! root. It downloads only from the distribution's package repositories,
+//! This crate does not boot anything (the harness does) and needs root
+//! only to install the kernel headers and sources a mutant is built
+//! against (without root it names the apt-get command instead). It downloads only from the distribution's package repositories,
 //! through apt. Underneath, [`Initramfs`] writes reproducible archives: the
 //! same entries always give the same bytes.
 //!
@@ -74,6 +80,7 @@ pub mod initramfs;
 mod kernel;
 pub mod manifest;
 mod modules;
+pub mod mutant;
 mod spec;
 mod userland;
 
@@ -83,5 +90,8 @@ pub use builder::{
 pub use error::{Error, Result};
 pub use guest_binary::{build_guest_binary, ensure_static, GUEST_TARGET};
 pub use initramfs::{Entry, Initramfs};
-pub use manifest::{BinaryInfo, KernelInfo, KernelSource, Manifest, ModuleEntry, PackageInfo};
+pub use manifest::{
+    BinaryInfo, KernelInfo, KernelSource, Manifest, ModuleEntry, MutantInfo, PackageInfo,
+};
+pub use mutant::{BuiltMutant, Mutant, MUTANTS};
 pub use spec::{Flavour, GuestBinary, ImageSpec, AGENT_NAME};

@@ -49,6 +49,32 @@ pub struct ModuleEntry {
     pub path_in_image: String,
     /// The modules it needs, from its `.modinfo` `depends=` field.
     pub depends: Vec<String>,
+    /// The kernel mutant this file was built from, when the image carries
+    /// one in place of the stock module (see [`Manifest::mutants`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mutant: Option<String>,
+}
+
+/// A kernel mutant the image carries: a module rebuilt from patched
+/// sources, loaded instead of the stock one (see [`crate::Mutant`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MutantInfo {
+    /// The mutant's name (`bond-rr-count-zero`).
+    pub name: String,
+    /// The module it replaces (`bonding`).
+    pub module: String,
+    /// Its cache key: a hash of everything its build depends on (name,
+    /// patch, release, source version, compiler).
+    pub key: String,
+    /// The kernel release it was built for (its `vermagic`).
+    pub release: String,
+    /// The version of `linux-source-6.12` it was built from.
+    pub source_version: String,
+    /// The compiler's version line, without the program name
+    /// (`(Debian 12.2.0-14+deb12u1) 12.2.0`).
+    pub compiler: String,
+    /// SHA-256 of the patch, hex.
+    pub patch_sha256: String,
 }
 
 /// A Debian package that files of the image came from.
@@ -83,6 +109,10 @@ pub struct Manifest {
     pub packages: Vec<PackageInfo>,
     /// Guest binaries, in the spec's order.
     pub binaries: Vec<BinaryInfo>,
+    /// Kernel mutants, in the spec's order; each one's module is in
+    /// `modules` with `mutant` set.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mutants: Vec<MutantInfo>,
     /// Entries in the initramfs: directories, files, links and device nodes.
     pub files: usize,
     /// Size of the compressed initramfs; absent in the copy inside the image.
@@ -98,6 +128,11 @@ impl Manifest {
     /// The module with this name, if the image has it.
     pub fn module(&self, name: &str) -> Option<&ModuleEntry> {
         self.modules.iter().find(|m| m.name == name)
+    }
+
+    /// The kernel mutant with this name, if the image carries it.
+    pub fn mutant(&self, name: &str) -> Option<&MutantInfo> {
+        self.mutants.iter().find(|m| m.name == name)
     }
 
     /// The version of a package the image's files came from.

@@ -311,10 +311,15 @@ pub(crate) struct LoadedModule {
 }
 
 /// A [`ModuleSource`] over a [`ModuleTree`] that reads each module it is
-/// asked about once and keeps it.
+/// asked about once and keeps it. Overrides (kernel mutants) take the
+/// place of the tree's module of the same name: their own `.modinfo` gives
+/// the dependencies, and they keep the stock file's path (so nothing that
+/// loads the module by path can reach the stock one).
 #[derive(Debug)]
 pub(crate) struct TreeLoader<'t> {
     tree: &'t ModuleTree,
+    /// Module name → a module file to use instead of the tree's.
+    overrides: BTreeMap<String, PathBuf>,
     /// Modules read so far, by name.
     pub(crate) loaded: BTreeMap<String, LoadedModule>,
 }
@@ -323,8 +328,54 @@ impl<'t> TreeLoader<'t> {
     pub(crate) fn new(tree: &'t ModuleTree) -> Self {
         Self {
             tree,
+            overrides: BTreeMap::new(),
             loaded: BTreeMap::new(),
         }
+    }
+
+    /// Uses the module file `path` for `name` instead of the tree's.
+    pub(crate) fn with_override(mut self, name: &str, path: PathBuf) -> Self {
+        self.overrides.insert(normalise(name), path);
+        self
+    }
+
+    /// Reads an override: a module file outside the tree. It keeps the
+    /// stock module's path in the tree (without compression suffix), or
+    /// goes to `updates/` when the tree has no such module.
+    fn read_override(&self, name: &str, path: &Path) -> Result<LoadedModule> {
+        let file_name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
+        let bad = |reason: String| Error::BadModule {
+            path: path.to_owned(),
+            reason,
+        };
+        let (file_module, compression) = split_file_name(file_name)
+            .ok_or_else(|| bad("its name does not end in .ko, .ko.xz or .ko.gz".to_owned()))?;
+        let raw = std::fs::read(path).map_err(Error::io("read", path))?;
+        let data = decompress(path, raw, compression)?;
+        let info = parse_modinfo(&data).map_err(bad)?;
+        let named = info.name.clone().unwrap_or(file_module);
+        if named != name {
+            return Err(bad(format!("it is module {named}, not {name}")));
+        }
+        let rel = match self.tree.files.get(name) {
+            Some((rel, stock)) => {
+                let mut rel = rel.clone();
+                if *stock != Compression::None {
+                    rel.set_extension("");
+                }
+                rel
+            }
+            None => Path::new("updates").join(format!("{name}.ko")),
+        };
+        Ok(LoadedModule {
+            rel,
+            path: path.to_owned(),
+            data,
+            info,
+        })
     }
 }
 
@@ -332,6 +383,12 @@ impl ModuleSource for TreeLoader<'_> {
     fn lookup(&mut self, name: &str) -> Result<Lookup> {
         if let Some(module) = self.loaded.get(name) {
             return Ok(Lookup::Module(module.info.depends.clone()));
+        }
+        if let Some(path) = self.overrides.get(name) {
+            let module = self.read_override(name, path)?;
+            let depends = module.info.depends.clone();
+            self.loaded.insert(name.to_owned(), module);
+            return Ok(Lookup::Module(depends));
         }
         let Some((rel, compression)) = self.tree.files.get(name) else {
             return Ok(if self.tree.builtin.contains(name) {
@@ -522,6 +579,61 @@ pub(crate) mod tests {
         assert_eq!(
             parse_builtin("kernel/drivers/virtio/virtio_pci.ko\nkernel/net/ipv4/udp-tunnel.ko\n\n"),
             BTreeSet::from(["virtio_pci".to_owned(), "udp_tunnel".to_owned()])
+        );
+    }
+
+    #[test]
+    fn overrides_replace_the_stock_module_in_place_with_their_own_dependencies() {
+        let scratch = crate::cache::tests::scratch("override");
+        let root = scratch.path().join("tree");
+        let stock_dir = root.join("kernel/drivers/net/bonding");
+        std::fs::create_dir_all(&stock_dir).expect("tree");
+        let stock = fake_module(&["name=bonding", "depends=tls"]);
+        let mut xz = Vec::new();
+        lzma_rs::xz_compress(&mut &stock[..], &mut xz).expect("compresses");
+        std::fs::write(stock_dir.join("bonding.ko.xz"), xz).expect("stock");
+        std::fs::create_dir_all(root.join("kernel/net/tls")).expect("tree");
+        std::fs::write(
+            root.join("kernel/net/tls/tls.ko"),
+            fake_module(&["name=tls", "depends="]),
+        )
+        .expect("tls");
+        let mutant = fake_module(&["name=bonding", "depends=tls,mutant_helper", "vermagic=x"]);
+        let mutant_path = scratch.path().join("bonding.ko");
+        std::fs::write(&mutant_path, &mutant).expect("mutant");
+        std::fs::write(
+            root.join("kernel/mutant_helper.ko"),
+            fake_module(&["name=mutant_helper"]),
+        )
+        .expect("helper");
+        let tree = ModuleTree::scan(&root).expect("scanned");
+
+        let mut loader = TreeLoader::new(&tree).with_override("bonding", mutant_path.clone());
+        let order = load_order(&["bonding".to_owned()], &mut loader).expect("ordered");
+        assert_eq!(order, ["mutant_helper", "tls", "bonding"]);
+        let bonding = &loader.loaded["bonding"];
+        assert_eq!(bonding.data, mutant);
+        assert_eq!(bonding.path, mutant_path);
+        assert_eq!(
+            bonding.rel,
+            Path::new("kernel/drivers/net/bonding/bonding.ko")
+        );
+
+        // A module the tree lacks goes to updates/; a file naming another
+        // module is refused.
+        let mut loader = TreeLoader::new(&tree).with_override("new_mod", mutant_path.clone());
+        let err = load_order(&["new_mod".to_owned()], &mut loader).expect_err("misnamed");
+        assert!(
+            matches!(&err, OrderError::Source(Error::BadModule { reason, .. }) if reason == "it is module bonding, not new_mod"),
+            "{err:?}"
+        );
+        let new_path = scratch.path().join("new_mod.ko");
+        std::fs::write(&new_path, fake_module(&["name=new_mod"])).expect("new");
+        let mut loader = TreeLoader::new(&tree).with_override("new-mod", new_path);
+        load_order(&["new_mod".to_owned()], &mut loader).expect("ordered");
+        assert_eq!(
+            loader.loaded["new_mod"].rel,
+            Path::new("updates/new_mod.ko")
         );
     }
 

@@ -10,7 +10,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Error, Result};
+use crate::{Error, Mutant, Result};
 
 /// Name of the guest binary that is also the image's `/init`.
 pub const AGENT_NAME: &str = "vfrig-agent";
@@ -129,6 +129,11 @@ pub struct ImageSpec {
     pub modules_wanted: Vec<String>,
     /// Static binaries for the guest.
     pub guest_binaries: Vec<GuestBinary>,
+    /// Kernel mutants ([`crate::MUTANTS`]) to carry instead of the stock
+    /// modules they replace. Each is built against the image's Debian
+    /// kernel, so they need `kernel` unset; a mutant's module is loaded at
+    /// boot even when `modules_wanted` does not name it.
+    pub mutants: Vec<String>,
 }
 
 impl ImageSpec {
@@ -141,7 +146,14 @@ impl ImageSpec {
             modules: None,
             modules_wanted: flavour.default_modules(),
             guest_binaries: Vec::new(),
+            mutants: Vec::new(),
         }
+    }
+
+    /// Adds a kernel mutant by name (see [`crate::MUTANTS`]).
+    pub fn with_mutant(mut self, name: impl Into<String>) -> Self {
+        self.mutants.push(name.into());
+        self
     }
 
     /// Adds a guest binary.
@@ -160,7 +172,9 @@ impl ImageSpec {
 
     /// Checks what can be checked without the disk: binary names are plain
     /// file names and unique, `modules` comes with `kernel`, module names are
-    /// not empty.
+    /// not empty, mutants are known ([`Error::UnknownMutant`] lists the
+    /// known ones), listed once, replace different modules and come without
+    /// `kernel`.
     pub fn validate(&self) -> Result<()> {
         let bad = |reason: String| Err(Error::BadSpec { reason });
         if self.modules.is_some() && self.kernel.is_none() {
@@ -184,6 +198,29 @@ impl ImageSpec {
         }
         if let Some(empty) = self.modules_wanted.iter().find(|m| m.trim().is_empty()) {
             return bad(format!("module name {empty:?} is empty"));
+        }
+        let mut replaced: Vec<&Mutant> = Vec::new();
+        for name in &self.mutants {
+            let mutant = crate::mutant::lookup(name)?;
+            if let Some(other) = replaced.iter().find(|m| m.module == mutant.module) {
+                return bad(if other.name == mutant.name {
+                    format!("mutant {name:?} is listed twice")
+                } else {
+                    format!(
+                        "mutants {:?} and {name:?} both replace module {}; an image carries one",
+                        other.name, mutant.module
+                    )
+                });
+            }
+            replaced.push(mutant);
+        }
+        if !self.mutants.is_empty() && self.kernel.is_some() {
+            return bad(
+                "mutants are built against the headers of the Debian kernel the image boots; \
+                 drop `kernel` (build the mutant into your own kernel's module tree instead) \
+                 or drop the mutants"
+                    .to_owned(),
+            );
         }
         Ok(())
     }
@@ -253,6 +290,34 @@ mod tests {
         let mut stray = spec.clone();
         stray.modules = Some("/m".into());
         check(stray, Some("without `kernel`"));
-        check(spec.with_kernel("/k", Some("/m".into())), None);
+        check(spec.clone().with_kernel("/k", Some("/m".into())), None);
+
+        check(spec.clone().with_mutant("bond-rr-count-zero"), None);
+        check(
+            spec.clone()
+                .with_mutant("bond-rr-count-zero")
+                .with_mutant("bond-rr-count-zero"),
+            Some("listed twice"),
+        );
+        check(
+            spec.clone()
+                .with_mutant("bond-rr-count-zero")
+                .with_kernel("/k", None),
+            Some("drop `kernel`"),
+        );
+        let err = spec
+            .with_mutant("no-such-mutant")
+            .validate()
+            .expect_err("unknown");
+        assert!(
+            matches!(&err, Error::UnknownMutant { given, known }
+                if given == "no-such-mutant" && known.iter().any(|k| k == "bond-rr-count-zero")),
+            "{err:?}"
+        );
+        assert!(
+            err.to_string()
+                .contains("known mutants: bond-rr-count-zero"),
+            "{err}"
+        );
     }
 }

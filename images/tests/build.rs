@@ -511,6 +511,131 @@ fn modules_missing_from_the_flavour_are_named_with_what_to_do() {
     );
 }
 
+/// The release a module was built for: the first word of its `vermagic=`.
+fn vermagic_release(ko: &[u8]) -> String {
+    let at = ko
+        .windows(b"vermagic=".len())
+        .position(|w| w == b"vermagic=")
+        .expect("a vermagic field")
+        + b"vermagic=".len();
+    let end = ko[at..].iter().position(|b| *b == 0).expect("terminated") + at;
+    let text = std::str::from_utf8(&ko[at..end]).expect("UTF-8");
+    text.split_whitespace()
+        .next()
+        .expect("a release")
+        .to_owned()
+}
+
+/// Needs `linux-headers-<release>` and `linux-source-6.12` on the host: as
+/// root the builder installs them (about 40 s, once); otherwise this fails
+/// with the apt-get command to run. The mutant itself is built once per
+/// cache (about 30 s) and then found there.
+#[test]
+#[allow(clippy::print_stderr)]
+fn cloud_image_with_a_mutant_carries_it_in_place_of_the_stock_module() {
+    const MUTANT: &str = "bond-rr-count-zero";
+    let scratch = Scratch::new("mutant");
+    let (agent, agent_data) = fake_agent(&scratch);
+    let (builder, steps) = builder();
+    let plain = ImageSpec::new(Flavour::Cloud).with_binary("vfrig-agent", &agent);
+    let spec = plain.clone().with_mutant(MUTANT);
+
+    let started = Instant::now();
+    let image = builder.build(&spec).expect("image with a mutant builds");
+    let cold = started.elapsed();
+    let _cleanup = RemoveImage(image.dir.clone());
+    let manifest = &image.manifest;
+    let kernel = &manifest.kernel;
+    let mutant = manifest
+        .mutant(MUTANT)
+        .expect("the manifest records the mutant");
+    assert_eq!(mutant.module, "bonding");
+    assert_eq!(mutant.release, kernel.release);
+    assert_eq!(
+        Some(mutant.source_version.as_str()),
+        kernel.version.as_deref()
+    );
+    assert_eq!(manifest.mutants.len(), 1);
+    assert_ne!(builder.key(&plain).expect("key"), manifest.key);
+
+    // In the stock module's place, with its own dependencies.
+    let bonding = manifest.module("bonding").expect("bonding is loaded");
+    assert_eq!(bonding.mutant.as_deref(), Some(MUTANT));
+    assert_eq!(bonding.depends, ["tls"]);
+    assert_eq!(
+        bonding.path_in_image,
+        format!(
+            "/lib/modules/{}/kernel/drivers/net/bonding/bonding.ko",
+            kernel.release
+        )
+    );
+    assert!(position(manifest, "tls") < position(manifest, "bonding"));
+    assert!(manifest
+        .modules
+        .iter()
+        .all(|m| m.name == "bonding" || m.mutant.is_none()));
+    assert_eq!(manifest.modules.len(), 11);
+    let archive = Archive::read(&image.initramfs);
+    check_common(&image, &archive, &agent_data);
+    let bonding_files: Vec<&String> = archive
+        .order
+        .iter()
+        .filter(|p| {
+            p.rsplit('/')
+                .next()
+                .is_some_and(|n| n.starts_with("bonding.ko"))
+        })
+        .collect();
+    assert_eq!(bonding_files.len(), 1, "{bonding_files:?}");
+
+    // The very file the mutant build made, for the image's kernel.
+    take(&steps);
+    let built = builder
+        .build_mutant(MUTANT, &kernel.release, &mutant.source_version)
+        .expect("cached mutant");
+    assert!(built.cache_hit);
+    assert_eq!(
+        take(&steps),
+        [format!("mutant {MUTANT}: cache hit {}", mutant.key)]
+    );
+    assert_eq!(built.info, *mutant);
+    let ko = std::fs::read(&built.ko).expect("mutant module");
+    assert_eq!(archive.file(&bonding.path_in_image), ko);
+    assert_eq!(vermagic_release(&ko), kernel.release);
+
+    // Its source lacks the guard in round-robin slave selection.
+    let source = std::fs::read_to_string(built.source.join("bond_main.c")).expect("patched source");
+    let start = source
+        .find("static struct slave *bond_xmit_roundrobin_slave_get(")
+        .expect("the function");
+    let body = &source[start..];
+    let body = &body[..body.find("\n}\n").expect("its end")];
+    assert!(
+        body.contains("slave_id = bond_rr_gen_slave_id(bond) % slave_cnt;"),
+        "{body}"
+    );
+    assert!(!body.contains("if (likely(slave_cnt))"), "{body}");
+
+    let started = Instant::now();
+    let again = builder.build(&spec).expect("cached image");
+    assert!(again.cache_hit);
+    assert_eq!(take(&steps), [format!("cache hit {}", manifest.key)]);
+    eprintln!(
+        "cloud image with mutant {MUTANT}: built in {:.2} s, cache hit in {:.3} s",
+        cold.as_secs_f64(),
+        started.elapsed().as_secs_f64()
+    );
+
+    let err = builder
+        .build_mutant("no-such-mutant", &kernel.release, &mutant.source_version)
+        .expect_err("unknown");
+    assert!(
+        err.to_string()
+            .contains("known mutants: bond-rr-count-zero"),
+        "{err}"
+    );
+}
+
 #[test]
 fn bare_image_is_busybox_and_an_init_that_powers_off() {
     let (builder, steps) = builder();

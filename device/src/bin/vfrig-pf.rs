@@ -1,13 +1,15 @@
 //! `vfrig-pf`: the emulated PF as a vhost-user daemon.
 //!
 //! ```text
-//! vfrig-pf --dir /tmp/pf --vfs 2 [--policy policy.toml] [--seed N]
+//! vfrig-pf --dir /tmp/pf --vfs 2 [--policy policy.toml] [--seed N] [--kernel-vf N]...
 //! ```
 //!
-//! Serves `DIR/vf0.sock`... to QEMU (`-netdev vhost-user,...,queues=2`) and
-//! `DIR/control.sock` to the harness. Logs go to stderr (`RUST_LOG`, default
+//! Serves `DIR/vf0.sock`... to QEMU (`-netdev vhost-user,...,queues=2`;
+//! `queues=1` and `virtio-net-pci,mq=off,failover=on` for a `--kernel-vf`)
+//! and `DIR/control.sock` to the harness. Logs go to stderr (`RUST_LOG`, default
 //! `info`). SIGINT or SIGTERM stops it and removes the sockets.
 
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -38,6 +40,11 @@ struct Args {
     /// Seed for probabilistic fault rules.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Serve VF N to the guest kernel's virtio_net (one queue pair, no
+    /// mailbox; the host configures it) instead of a virtchnl driver.
+    /// Repeatable; N must be below --vfs.
+    #[arg(long = "kernel-vf", value_name = "N")]
+    kernel_vfs: Vec<u16>,
 }
 
 // The one place the error chain is printed for a person.
@@ -78,10 +85,12 @@ fn run(args: Args) -> anyhow::Result<()> {
         pcap: args.pcap,
         tap: args.tap,
         seed: args.seed,
+        kernel_vfs: args.kernel_vfs.into_iter().collect::<BTreeSet<u16>>(),
     })
     .with_context(|| format!("starting the PF daemon in {}", args.dir.display()))?;
     for vf in 0..daemon.vfs() {
-        tracing::info!(vf, socket = %daemon.vf_socket(vf).display(), "VF ready");
+        let role = daemon.role(vf).unwrap_or_default();
+        tracing::info!(vf, ?role, socket = %daemon.vf_socket(vf).display(), "VF ready");
     }
     tracing::info!(socket = %daemon.control_socket().display(), "control socket ready");
 

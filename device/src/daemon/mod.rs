@@ -10,12 +10,19 @@
 //!
 //! All of them share one [`Device`]. [`Daemon::shutdown`] (also on drop)
 //! stops the loops and removes the sockets.
+//!
+//! Each VF has a [`VfRole`]: driver VFs (the default) get a 4-queue device
+//! with the mailbox pair, for QEMU's `-netdev vhost-user,...,queues=2` and
+//! `virtio-net-pci,mq=on`; kernel VFs ([`DaemonConfig::kernel_vfs`], or
+//! `role = "kernel"` in the policy file) get the data pair only, for
+//! `queues=1` and `virtio-net-pci,mq=off,failover=on`.
 
 mod control_socket;
 mod device;
 pub mod policy_file;
 mod tap;
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
@@ -31,8 +38,8 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 pub use device::Device;
 
 use crate::engine::{Engine, EngineConfig};
-use crate::pf::{PfConfig, VfId};
-use crate::vhost::{StopHandle, VfServer};
+use crate::pf::{PfConfig, VfId, VfRole};
+use crate::vhost::{QueueLayout, StopHandle, VfServer};
 
 /// Result alias for the daemon.
 pub type Result<T> = std::result::Result<T, DaemonError>;
@@ -71,6 +78,18 @@ pub enum DaemonError {
         #[source]
         source: std::io::Error,
     },
+    /// A kernel VF was asked for that the PF does not have.
+    #[error(
+        "kernel VF {vf} does not exist: the PF has {vfs} VFs (vf0..vf{last}); \
+         --kernel-vf takes an index below --vfs",
+        last = vfs.saturating_sub(1)
+    )]
+    NoSuchKernelVf {
+        /// The index asked for.
+        vf: u16,
+        /// How many VFs the PF has.
+        vfs: u16,
+    },
     /// The PF configuration is invalid.
     #[error(transparent)]
     Pf(#[from] crate::Error),
@@ -97,6 +116,10 @@ pub struct DaemonConfig {
     pub tap: Option<String>,
     /// Seed for probabilistic faults.
     pub seed: u64,
+    /// VFs the guest kernel's virtio_net drives ([`VfRole::Kernel`]), in
+    /// addition to those the policy file names; each must be below `vfs`.
+    /// Every other VF has the driver role.
+    pub kernel_vfs: BTreeSet<u16>,
 }
 
 /// A running daemon. Dropping it shuts it down.
@@ -104,6 +127,8 @@ pub struct DaemonConfig {
 pub struct Daemon {
     dir: PathBuf,
     vfs: u16,
+    /// Roles other than [`VfRole::Driver`].
+    roles: BTreeMap<VfId, VfRole>,
     device: Arc<Device>,
     threads: Vec<JoinHandle<()>>,
     /// Serve loops of the VFs, and their threads.
@@ -115,13 +140,23 @@ pub struct Daemon {
 impl Daemon {
     /// Creates the sockets and starts serving.
     pub fn start(config: DaemonConfig) -> Result<Daemon> {
-        let pf = match &config.policy {
+        if let Some(&vf) = config.kernel_vfs.range(config.vfs..).next() {
+            return Err(Error::NoSuchKernelVf {
+                vf,
+                vfs: config.vfs,
+            });
+        }
+        let mut pf = match &config.policy {
             Some(path) => policy_file::load(path, config.vfs)?,
             None => PfConfig {
                 num_vfs: config.vfs,
                 ..PfConfig::default()
             },
         };
+        for &vf in &config.kernel_vfs {
+            pf.roles.insert(VfId(vf), VfRole::Kernel);
+        }
+        let roles = pf.roles.clone();
         let engine = Engine::new(
             EngineConfig {
                 pf,
@@ -145,6 +180,7 @@ impl Daemon {
         let mut daemon = Daemon {
             dir: config.dir.clone(),
             vfs: config.vfs,
+            roles: roles.clone(),
             device: Arc::clone(&device),
             threads: Vec::new(),
             servers: Vec::new(),
@@ -164,7 +200,18 @@ impl Daemon {
         // On any error below, dropping `daemon` stops what was started.
         for vf in 0..config.vfs {
             let id = VfId(vf);
-            let server = VfServer::bind(daemon.vf_socket(vf), id, device.port(id))?;
+            let layout = match roles.get(&id).copied().unwrap_or_default() {
+                VfRole::Driver => QueueLayout::DataAndMailbox,
+                VfRole::Kernel => {
+                    info!(
+                        vf,
+                        "kernel VF: one queue pair, no mailbox (QEMU: queues=1, mq=off)"
+                    );
+                    QueueLayout::DataOnly
+                }
+            };
+            let server =
+                VfServer::bind_with_layout(daemon.vf_socket(vf), id, device.port(id), layout)?;
             let stop = server.stop_handle();
             let thread = std::thread::Builder::new()
                 .name(format!("vfrig-vf{vf}"))
@@ -215,6 +262,13 @@ impl Daemon {
     /// Number of VFs served.
     pub fn vfs(&self) -> u16 {
         self.vfs
+    }
+
+    /// Who drives VF `vf` (`None` if the PF does not have it): what its
+    /// socket serves, and so how QEMU must be started for it (see the
+    /// [module docs](self)).
+    pub fn role(&self, vf: u16) -> Option<VfRole> {
+        (vf < self.vfs).then(|| self.roles.get(&VfId(vf)).copied().unwrap_or_default())
     }
 
     /// The shared device (for in-process tests and tools).

@@ -14,17 +14,21 @@
 //! max_vlans = 8
 //! vlan_v2 = true
 //! link = "auto"             # "enable", "disable"
+//! role = "driver"           # or "kernel": see `VfRole`
 //! ```
 //!
-//! Keys left out keep the defaults of [`VfPolicy`]; unknown keys are errors.
+//! Keys left out keep the defaults of [`VfPolicy`] (and the driver role);
+//! unknown keys are errors. `role` is not a policy key: it is fixed when the
+//! daemon starts and lands in [`PfConfig::roles`].
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde::Deserialize;
+use virtchnl::MacAddr;
 
 use super::{DaemonError as Error, Result};
-use crate::pf::{PfConfig, VfPolicy, VlanMode};
+use crate::pf::{LinkState, PfConfig, VfId, VfPolicy, VfRole, VlanMode};
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -35,12 +39,72 @@ struct PfSection {
     true_promisc: Option<bool>,
 }
 
+/// A `[vfN]` table: the [`VfPolicy`] keys and `role`. The policy keys are
+/// spelled out rather than `#[serde(flatten)]`ed, which would lose both
+/// `deny_unknown_fields` and the parser's positions; the conversions below
+/// name every field, so a new policy key cannot be forgotten here.
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct VfSection {
+    role: VfRole,
+    trust: bool,
+    spoofchk: bool,
+    admin_mac: Option<MacAddr>,
+    port_vlan: Option<u16>,
+    max_macs: u16,
+    max_vlans: u16,
+    vlan_v2: bool,
+    link: LinkState,
+}
+
+impl Default for VfSection {
+    fn default() -> Self {
+        let VfPolicy {
+            trust,
+            spoofchk,
+            admin_mac,
+            port_vlan,
+            max_macs,
+            max_vlans,
+            vlan_v2,
+            link,
+        } = VfPolicy::default();
+        VfSection {
+            role: VfRole::default(),
+            trust,
+            spoofchk,
+            admin_mac,
+            port_vlan,
+            max_macs,
+            max_vlans,
+            vlan_v2,
+            link,
+        }
+    }
+}
+
+impl VfSection {
+    fn into_parts(self) -> (VfRole, VfPolicy) {
+        let policy = VfPolicy {
+            trust: self.trust,
+            spoofchk: self.spoofchk,
+            admin_mac: self.admin_mac,
+            port_vlan: self.port_vlan,
+            max_macs: self.max_macs,
+            max_vlans: self.max_vlans,
+            vlan_v2: self.vlan_v2,
+            link: self.link,
+        };
+        (self.role, policy)
+    }
+}
+
 /// The file: a `[pf]` table and `[vfN]` tables. Deserialised by hand rather
 /// than with `#[serde(flatten)]`, which would lose the parser's positions.
 #[derive(Debug, Default)]
 struct PolicyFile {
     pf: PfSection,
-    vfs: BTreeMap<u16, VfPolicy>,
+    vfs: BTreeMap<u16, VfSection>,
 }
 
 impl<'de> Deserialize<'de> for PolicyFile {
@@ -107,11 +171,15 @@ pub fn parse(text: &str, num_vfs: u16) -> std::result::Result<PfConfig, String> 
     config.link_up = file.pf.link_up.unwrap_or(config.link_up);
     config.link_speed_mbps = file.pf.link_speed_mbps.unwrap_or(config.link_speed_mbps);
     config.true_promisc = file.pf.true_promisc.unwrap_or(config.true_promisc);
-    for (index, policy) in file.vfs {
+    for (index, section) in file.vfs {
         let slot = config.policies.get_mut(usize::from(index)).ok_or_else(|| {
             format!("[vf{index}] names a VF the PF does not have (it has {num_vfs})")
         })?;
+        let (role, policy) = section.into_parts();
         *slot = policy;
+        if !role.is_driver() {
+            config.roles.insert(VfId(index), role);
+        }
     }
     Ok(config)
 }
@@ -119,7 +187,7 @@ pub fn parse(text: &str, num_vfs: u16) -> std::result::Result<PfConfig, String> 
 #[cfg(test)]
 mod tests {
     use super::parse;
-    use crate::pf::{LinkState, VlanMode};
+    use crate::pf::{LinkState, VfId, VfPolicy, VfRole, VlanMode};
 
     #[test]
     fn a_policy_file_sets_the_pf_and_each_vf() {
@@ -134,6 +202,24 @@ mod tests {
         assert_eq!(config.policies[1].port_vlan, Some(10));
         assert_eq!(config.policies[1].link, LinkState::Disable);
         assert!(config.policies[1].spoofchk, "keys left out keep defaults");
+    }
+
+    #[test]
+    fn a_vf_table_may_give_the_kernel_role_next_to_its_policy() {
+        let config = parse(
+            "[vf1]\nrole = \"kernel\"\nadmin_mac = \"02:00:00:00:00:11\"\n\n[vf0]\nrole = \"driver\"\n",
+            2,
+        )
+        .expect("valid file");
+        assert_eq!(config.roles.get(&VfId(1)), Some(&VfRole::Kernel));
+        assert_eq!(config.roles.len(), 1, "the driver role is the default");
+        assert_eq!(
+            config.policies[1].admin_mac,
+            Some("02:00:00:00:00:11".parse().expect("MAC"))
+        );
+        assert_eq!(config.policies[0], VfPolicy::default());
+        let err = parse("[vf0]\nrole = \"kernal\"\n", 1).unwrap_err();
+        assert!(err.contains("kernal") && err.contains("line 2"), "{err}");
     }
 
     #[test]

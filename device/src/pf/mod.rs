@@ -8,7 +8,7 @@
 //!
 //! # Methods, by kind
 //!
-//! - **Getters**: [`Pf::num_vfs`], [`Pf::policy`], [`Pf::phase`],
+//! - **Getters**: [`Pf::num_vfs`], [`Pf::policy`], [`Pf::role`], [`Pf::phase`],
 //!   [`Pf::traffic`], [`Pf::uplink_counters`], [`Pf::tables`] (the view
 //!   snapshots are made of).
 //! - **Inputs from a VF**: [`Pf::handle_mailbox`] takes one raw mailbox
@@ -27,14 +27,28 @@
 //!   shell could not make. Switching reads the tables and changes only
 //!   counters, so it may interleave freely with mailbox input.
 //!
+//! # VF roles
+//!
+//! A VF has a [`VfRole`] for its whole life, from [`PfConfig::roles`]. A
+//! [`VfRole::Driver`] VF (the default) is driven over the mailbox as
+//! described above. A [`VfRole::Kernel`] VF is a plain NIC the guest
+//! kernel's virtio_net drives without a mailbox: the host configures it,
+//! so after every reset it is ACTIVE with its one queue pair enabled and the
+//! host MAC as its MAC filter, and the switch treats it like any other
+//! ACTIVE VF. It is sent no events; a mailbox frame from it (which the shell
+//! cannot deliver) gets ERR_NOT_SUPPORTED.
+//!
 //! No timers: the one time-dependent rule (a LEGACY MAC remembered for 3 s,
 //! P17) is evaluated when the next request arrives, so there is no
 //! `poll_timeout`.
 //!
 //! # Invariants
 //!
-//! - Every frame from a known VF gets exactly one reply, except RESET_VF,
-//!   which gets none. Frames for an unknown VF are dropped (P1).
+//! - Every frame from a known VF gets exactly one reply, except RESET_VF
+//!   from a VF with a mailbox, which gets none. Frames for an unknown VF are
+//!   dropped (P1).
+//! - A kernel-role VF is never sent an event and is ACTIVE whenever it is
+//!   not in the middle of a reset.
 //! - A refused request leaves the tables unchanged, except where ice itself
 //!   applies a prefix of a list before failing (P15, P25).
 //! - Reset leaves only host configuration: broadcast, the host MAC, VLAN 0.
@@ -59,7 +73,7 @@ use virtchnl::{
 };
 
 pub use caps::MODELLED_CAPS;
-pub use policy::{LinkState, PfConfig, VfPolicy, VlanMode};
+pub use policy::{LinkState, PfConfig, VfPolicy, VfRole, VlanMode};
 pub use switch::{Delivery, DropCounters, DropReason, Port, TrafficCounters, UplinkCounters};
 pub use tables::{AntiSpoof, Promisc, Queues, Tables, VfTable};
 pub use vf::{MailboxCounters, VfPhase, Vlan, VSI_ID};
@@ -159,10 +173,29 @@ impl Pf {
         for policy in &config.policies {
             check_policy(policy)?;
         }
+        if let Some((&vf, _)) = config.roles.range(VfId(config.num_vfs)..).next() {
+            return Err(Error::UnknownVf {
+                vf,
+                num_vfs: config.num_vfs,
+            });
+        }
         let mut policies = config.policies.into_iter();
-        let vfs = (0..config.num_vfs)
-            .map(|_| Vf::new(policies.next().unwrap_or_default()))
+        let vfs: Vec<Vf> = (0..config.num_vfs)
+            .map(|i| {
+                let role = config.roles.get(&VfId(i)).copied().unwrap_or_default();
+                Vf::new(policies.next().unwrap_or_default(), role)
+            })
             .collect();
+        for (i, vf) in (0u16..).zip(&vfs) {
+            if vf.role == VfRole::Kernel && !vf.hw_lan_addr.is_valid_unicast() {
+                warn!(
+                    vf = %VfId(i),
+                    "kernel-role VF without an admin MAC: it has no MAC filter, so only \
+                     broadcast reaches it and, with spoofchk on, nothing it sends passes; \
+                     set admin_mac to the MAC QEMU gives its virtio-net device"
+                );
+            }
+        }
         Ok(Pf {
             vlan_mode: config.vlan_mode,
             link_up: config.link_up,
@@ -184,6 +217,11 @@ impl Pf {
     /// A VF's current policy.
     pub fn policy(&self, vf: VfId) -> Result<&VfPolicy> {
         Ok(&self.vf(vf)?.policy)
+    }
+
+    /// Who drives a VF.
+    pub fn role(&self, vf: VfId) -> Result<VfRole> {
+        Ok(self.vf(vf)?.role)
     }
 
     /// Where a VF is in its life cycle.
@@ -263,6 +301,11 @@ impl Pf {
         };
         let (op, cookie) = (header.op, header.cookie);
         let refuse = |status| Reply::empty(op, status);
+        // A kernel-role VF has no mailbox: whatever this is, refuse it.
+        if !self.vfs[index].has_mailbox() {
+            warn!(%op, "mailbox frame from a kernel-role VF, which has no mailbox; refused");
+            return self.push_reply(vf, cookie, refuse(VirtchnlStatus::ErrNotSupported));
+        }
         let frame = match Frame::parse(bytes) {
             Ok(frame) => frame,
             Err(err) => {
@@ -489,6 +532,9 @@ impl Pf {
     fn notify_link(&mut self, index: usize) {
         let env = self.env();
         let vf = &mut self.vfs[index];
+        if !vf.has_mailbox() {
+            return;
+        }
         let up = vf.link_up(&env);
         let speed = vf.link_speed_field(&env, up);
         vf.link_reported = Some(up);
@@ -496,8 +542,12 @@ impl Pf {
     }
 
     fn push_event(&mut self, index: usize, event: PfEvent) {
-        self.vfs[index].counters.events += 1;
         let vf = VfId(u16::try_from(index).unwrap_or(u16::MAX));
+        if !self.vfs[index].has_mailbox() {
+            debug!(%vf, ?event, "no mailbox to send an event to (kernel role)");
+            return;
+        }
+        self.vfs[index].counters.events += 1;
         debug!(%vf, ?event, "event");
         self.effects.push_back(Effect::Event { vf, event });
     }

@@ -1,8 +1,12 @@
 //! What the host decides about the PF and each VF (what `ip link set PF vf N
 //! ...` and devlink configure on a real ice PF).
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 use virtchnl::MacAddr;
+
+use super::VfId;
 
 /// `ICE_MAX_MACADDR_PER_VF`: MAC filters an untrusted VF may hold (1 device
 /// address, 1 broadcast, 16 more).
@@ -36,6 +40,33 @@ pub enum LinkState {
     Enable,
     /// Always down.
     Disable,
+}
+
+/// Who drives a VF, fixed for the VF's life (the host picks it when it
+/// creates the VF, so unlike [`VfPolicy`] it cannot be changed later: it
+/// decides how many queues the VF's virtio-net device has).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VfRole {
+    /// An AVF driver (vfrig's own, like iavf) speaks virtchnl on the
+    /// mailbox: the VF comes out of reset in INIT and waits for it.
+    #[default]
+    Driver,
+    /// The guest kernel's virtio_net drives the VF as a plain NIC (the
+    /// standby of a net_failover pair), with no mailbox at all. The host
+    /// configures it instead: after every reset it is ACTIVE with its one
+    /// queue pair enabled, the host MAC (`host_mac` in the tables: the admin
+    /// MAC) as its MAC filter, and hears no events. A mailbox frame from it
+    /// cannot arrive through the shell; if one does, it is answered
+    /// ERR_NOT_SUPPORTED and changes nothing.
+    Kernel,
+}
+
+impl VfRole {
+    /// Whether this is [`VfRole::Driver`], the default.
+    pub fn is_driver(&self) -> bool {
+        *self == VfRole::Driver
+    }
 }
 
 /// Per-VF policy set by the host.
@@ -96,6 +127,9 @@ pub struct PfConfig {
     pub true_promisc: bool,
     /// Policies for vf0, vf1, ...; VFs without one get [`VfPolicy::default`].
     pub policies: Vec<VfPolicy>,
+    /// Roles of VFs that are not [`VfRole::Driver`]; every key must be a VF
+    /// the PF has.
+    pub roles: BTreeMap<VfId, VfRole>,
 }
 
 impl Default for PfConfig {
@@ -108,6 +142,7 @@ impl Default for PfConfig {
             queue_pairs_per_vf: 1,
             true_promisc: false,
             policies: Vec::new(),
+            roles: BTreeMap::new(),
         }
     }
 }

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use virtchnl::{MacAddr, VfCapFlags};
 
-use super::policy::{VfPolicy, VlanMode, VLAN_N_VID};
+use super::policy::{VfPolicy, VfRole, VlanMode, VLAN_N_VID};
 use super::switch::{TrafficCounters, UplinkCounters};
 use super::vf::{Env, MailboxCounters, Vf, VfPhase, Vlan};
 
@@ -89,6 +89,11 @@ pub struct Queues {
 /// One VF's table.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct VfTable {
+    /// Who drives the VF. Serialised only when it is not the default
+    /// [`VfRole::Driver`] (as `role: kernel`), so tables of driver VFs read
+    /// as they always have.
+    #[serde(skip_serializing_if = "VfRole::is_driver")]
+    pub role: VfRole,
     /// Life-cycle phase.
     pub state: VfPhase,
     /// Version the VF announced, as `major.minor`.
@@ -138,6 +143,7 @@ impl VfTable {
         let (dot1q, other): (Vec<&Vlan>, Vec<&Vlan>) =
             vf.vlans.iter().partition(|v| v.tpid == 0x8100);
         VfTable {
+            role: vf.role,
             state: vf.phase,
             version: vf.version.map(|v| format!("{}.{}", v.major, v.minor)),
             caps: vf.caps.unwrap_or(VfCapFlags::empty()).names().collect(),

@@ -1264,3 +1264,180 @@ fn tables_after_a_typical_bring_up() {
     rig.status(0, Request::AddVlanV2(v2(&[200, 100])));
     insta::assert_yaml_snapshot!(rig.pf.tables());
 }
+
+// ---- Kernel-role VFs (no mailbox) --------------------------------------------
+
+const KERNEL_MAC: &str = "02:00:00:00:00:20";
+const DRIVER_MAC: &str = "02:00:00:00:00:01";
+const STRANGER_MAC: &str = "02:00:00:00:99:99";
+
+/// vf0 driven over the mailbox (brought up, primary MAC [`DRIVER_MAC`]);
+/// vf1 in the kernel role with the admin MAC [`KERNEL_MAC`], never spoken to.
+fn kernel_rig() -> Rig {
+    let mut rig = Rig::new(PfConfig {
+        num_vfs: 2,
+        policies: vec![
+            VfPolicy::default(),
+            VfPolicy {
+                admin_mac: Some(mac(KERNEL_MAC)),
+                ..VfPolicy::default()
+            },
+        ],
+        roles: [(VfId(1), VfRole::Kernel)].into(),
+        ..PfConfig::default()
+    });
+    rig.bring_up(0);
+    assert_eq!(rig.status(0, add_macs(&[DRIVER_MAC])), Success);
+    rig.take_events();
+    rig
+}
+
+/// An untagged IPv4 frame from `src` to `dst`.
+fn eth(dst: &str, src: &str) -> Vec<u8> {
+    let mut frame = mac(dst).0.to_vec();
+    frame.extend_from_slice(&mac(src).0);
+    frame.extend_from_slice(&[0x08, 0x00]);
+    frame.resize(60, 0x5a);
+    frame
+}
+
+/// Where a frame from `vf` went.
+fn ports(rig: &mut Rig, vf: u16, frame: &[u8]) -> Vec<Port> {
+    let out = rig.pf.switch_from_vf(VfId(vf), frame).expect("VF exists");
+    out.into_iter().map(|d| d.to).collect()
+}
+
+#[test]
+fn kernel_vf_is_host_configured_and_passes_traffic_without_a_mailbox_message() {
+    let mut rig = kernel_rig();
+    let t = rig.table(1);
+    assert_eq!(rig.pf.role(VfId(1)), Ok(VfRole::Kernel));
+    assert_eq!((t.role, t.state), (VfRole::Kernel, VfPhase::Active));
+    assert_eq!((t.queues.rx, t.queues.tx), (1, 1));
+    assert_eq!((t.mac, t.host_mac), (mac(KERNEL_MAC), mac(KERNEL_MAC)));
+    assert_eq!(t.macs, vec![mac(KERNEL_MAC)]);
+    assert!(t.link_up, "follows the PF's link");
+
+    // From the kernel VF to the driver VF, and back.
+    assert_eq!(
+        ports(&mut rig, 1, &eth(DRIVER_MAC, KERNEL_MAC)),
+        vec![Port::Vf(VfId(0))]
+    );
+    assert_eq!(
+        ports(&mut rig, 0, &eth(KERNEL_MAC, DRIVER_MAC)),
+        vec![Port::Vf(VfId(1))]
+    );
+    // From the wire to it; its broadcast reaches the driver VF and the wire.
+    let from_wire = rig.pf.switch_from_uplink(&eth(KERNEL_MAC, STRANGER_MAC));
+    assert_eq!(from_wire.len(), 1);
+    assert_eq!(from_wire[0].to, Port::Vf(VfId(1)));
+    assert_eq!(
+        ports(&mut rig, 1, &eth("ff:ff:ff:ff:ff:ff", KERNEL_MAC)),
+        vec![Port::Vf(VfId(0)), Port::Uplink]
+    );
+    // Spoof checking still applies to it.
+    assert!(ports(&mut rig, 1, &eth(DRIVER_MAC, STRANGER_MAC)).is_empty());
+
+    let t = rig.table(1);
+    assert_eq!((t.traffic.tx_frames, t.traffic.rx_frames), (2, 2));
+    assert_eq!(t.traffic.drops.anti_spoof_mac, 1);
+    assert_eq!(t.mailbox, MailboxCounters::default(), "no mailbox traffic");
+    assert!(rig.pf.poll_effect().is_none(), "nothing sent to any VF");
+}
+
+#[test]
+fn kernel_vf_answers_a_mailbox_frame_with_an_error_and_changes_nothing() {
+    let mut rig = kernel_rig();
+    let before = rig.table(1);
+    for req in [
+        Request::Version(VersionInfo::V1_1),
+        Request::GetVfResources {
+            caps: Some(IAVF_CAPS),
+        },
+        Request::EnableQueues(queues(1)),
+        Request::DisableQueues(queues(1)),
+        Request::DelEthAddr(macs(EtherAddrType::Primary, &[KERNEL_MAC])),
+        // Even RESET_VF, which a driver VF never gets a reply to.
+        Request::ResetVf,
+    ] {
+        assert_eq!(rig.status(1, req), ErrNotSupported);
+    }
+    let garbage = rig.raw(1, &[0xff; 3]);
+    assert_eq!(
+        garbage.len(),
+        1,
+        "one reply to a frame too short for a header"
+    );
+    assert_eq!(garbage[0].1.status, ErrParam);
+    assert!(rig.take_events().is_empty(), "no events for a kernel VF");
+
+    let after = rig.table(1);
+    assert_eq!(after.mailbox.requests, 7);
+    assert_eq!(after.mailbox.replies_err, 7);
+    assert_eq!(
+        VfTable {
+            mailbox: before.mailbox,
+            ..after
+        },
+        before,
+        "only the mailbox counters moved"
+    );
+}
+
+#[test]
+fn kernel_vf_is_configured_again_after_every_reset_and_hears_no_events() {
+    let mut rig = kernel_rig();
+    rig.pf.reset_vf(VfId(1), true).expect("vf1 exists");
+    rig.pf.begin_reset(VfId(1), true).expect("vf1 exists");
+    assert_eq!(rig.table(1).state, VfPhase::Resetting);
+    assert!(ports(&mut rig, 1, &eth(DRIVER_MAC, KERNEL_MAC)).is_empty());
+    rig.pf.finish_reset(VfId(1)).expect("vf1 exists");
+    rig.pf.set_pf_link(false);
+    rig.pf.set_pf_link(true);
+    rig.pf.pf_reset();
+    // A new admin MAC resets the VF; it comes back with that one.
+    let new = "02:00:00:00:00:21";
+    rig.pf
+        .set_admin_mac(VfId(1), Some(mac(new)))
+        .expect("valid MAC");
+    let _ = rig.raw(9, &[]);
+    assert!(
+        rig.take_events().iter().all(|(vf, _)| *vf == VfId(0)),
+        "every event went to the driver VF"
+    );
+    let t = rig.table(1);
+    assert_eq!((t.state, t.queues.rx, t.queues.tx), (VfPhase::Active, 1, 1));
+    assert_eq!(t.macs, vec![mac(new)]);
+    assert_eq!(t.mailbox.events, 0);
+    assert_eq!(t.link_reported, None, "never told");
+    rig.pf.reset_vf(VfId(0), false).expect("vf0 exists");
+    assert_eq!(
+        ports(&mut rig, 1, &eth("ff:ff:ff:ff:ff:ff", new)),
+        vec![Port::Uplink],
+        "the reset driver VF takes nothing; the kernel VF still sends"
+    );
+}
+
+#[test]
+fn the_role_is_in_the_tables_only_for_a_kernel_vf() {
+    let rig = kernel_rig();
+    let json = serde_json::to_value(rig.pf.tables()).expect("tables serialise");
+    assert_eq!(json["vfs"]["vf1"]["role"], "kernel");
+    assert!(
+        json["vfs"]["vf0"].get("role").is_none(),
+        "a driver VF's table is as it always was"
+    );
+    let err = Pf::new(PfConfig {
+        num_vfs: 2,
+        roles: [(VfId(2), VfRole::Kernel)].into(),
+        ..PfConfig::default()
+    })
+    .unwrap_err();
+    assert_eq!(
+        err,
+        crate::Error::UnknownVf {
+            vf: VfId(2),
+            num_vfs: 2
+        }
+    );
+}

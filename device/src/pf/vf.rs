@@ -14,7 +14,7 @@ use virtchnl::{
 };
 
 use super::caps;
-use super::policy::{LinkState, VfPolicy, VlanMode};
+use super::policy::{LinkState, VfPolicy, VfRole, VlanMode};
 use super::switch::TrafficCounters;
 
 use VirtchnlStatus::{ErrAdminQueueError, ErrParam, Success};
@@ -24,6 +24,10 @@ pub const VSI_ID: u16 = 1;
 
 /// Queue bitmaps may name at most `ICE_MAX_RSS_QS_PER_VF` (16) queues.
 const MAX_QUEUE_BITS: u32 = 16;
+
+/// The queues a [`VfRole::Kernel`] VF has enabled after every reset: its
+/// one queue pair, the only one its virtio-net device has.
+const KERNEL_VF_QUEUES: u32 = 0b1;
 
 /// How long a LEGACY-typed MAC add is remembered for a following DEL (P17).
 const LEGACY_MAC_WINDOW: Duration = Duration::from_millis(3000);
@@ -116,6 +120,8 @@ enum MacRefusal {
 /// One VF's state in the PF.
 #[derive(Debug, Clone)]
 pub(crate) struct Vf {
+    /// Who drives the VF; never changes.
+    pub(crate) role: VfRole,
     pub(crate) policy: VfPolicy,
     pub(crate) phase: VfPhase,
     /// What the VF announced in VERSION.
@@ -150,10 +156,12 @@ pub(crate) struct Vf {
 }
 
 impl Vf {
-    /// A VF as created: already through a first reset, waiting for its driver.
-    pub(crate) fn new(policy: VfPolicy) -> Self {
+    /// A VF as created: already through a first reset, waiting for its
+    /// driver (or, in the kernel role, configured by the host).
+    pub(crate) fn new(policy: VfPolicy, role: VfRole) -> Self {
         let hw = policy.admin_mac.unwrap_or(MacAddr::ZERO);
         let mut vf = Vf {
+            role,
             policy,
             phase: VfPhase::Init,
             version: None,
@@ -187,7 +195,9 @@ impl Vf {
     }
 
     /// Second half of a reset: rebuild the VSI with only the host's
-    /// configuration (P11). Every VF-added filter is gone.
+    /// configuration (P11). Every VF-added filter is gone. A kernel-role VF
+    /// then comes straight back ACTIVE with its queue pair enabled: no
+    /// driver will ever ask for that.
     pub(crate) fn rebuild(&mut self) {
         self.phase = VfPhase::Init;
         self.caps = None;
@@ -207,6 +217,16 @@ impl Vf {
         self.vlan_stripping = false;
         self.vlan_antispoof = self.policy.spoofchk && self.policy.port_vlan.is_some();
         self.link_reported = None;
+        if self.role == VfRole::Kernel {
+            self.phase = VfPhase::Active;
+            self.rx_queues = KERNEL_VF_QUEUES;
+            self.tx_queues = KERNEL_VF_QUEUES;
+        }
+    }
+
+    /// Whether the VF has a mailbox (everything but the kernel role).
+    pub(crate) fn has_mailbox(&self) -> bool {
+        self.role != VfRole::Kernel
     }
 
     pub(crate) fn is_active(&self) -> bool {

@@ -3,7 +3,8 @@
 //! It owns 16 MiB of memfd-backed guest memory at [`GUEST_BASE`], negotiates
 //! like QEMU does (SET_OWNER, features, protocol features, GET_QUEUE_NUM,
 //! SET_MEM_TABLE, then NUM/BASE/ADDR/KICK/CALL/ENABLE per queue) and drives
-//! the four split rings from the driver side. Every request asks for a reply
+//! the split rings from the driver side: four, or the data pair's two with
+//! [`QueueLayout::DataOnly`] (QEMU's `queues=1`, `mq=off`). Every request asks for a reply
 //! (REPLY_ACK), so a backend error surfaces as a [`FrontendError::Vhost`]
 //! naming the step.
 
@@ -26,8 +27,8 @@ use vm_memory::{Bytes, FileOffset, GuestAddress, GuestMemoryBackend, GuestMemory
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 
 use super::ring::{BufferPool, Completed, DriverQueue, Kind, RawDesc, MAX_RING_SIZE, RING_STRIDE};
-use crate::vhost::virtio_net::{self, NET_HDR_LEN, NUM_QUEUES, RX_NET_HDR};
-use crate::vhost::Pair;
+use crate::vhost::virtio_net::{NET_HDR_LEN, NUM_QUEUES, RX_NET_HDR};
+use crate::vhost::{Pair, QueueLayout};
 
 /// Guest-physical address where the test frontend's memory starts. Address 0
 /// and everything below are outside guest memory.
@@ -45,6 +46,11 @@ pub struct FrontendOptions {
     pub event_idx: bool,
     /// Ring size of every queue (a power of two, at most 1024).
     pub queue_size: u16,
+    /// The queues to set up, and so the features to ask for: with
+    /// [`QueueLayout::DataOnly`] the frontend plays QEMU with `queues=1` and
+    /// `mq=off`: it does not need the MQ protocol feature, asks GET_QUEUE_NUM
+    /// only if the backend offers it, and never acks VIRTIO_NET_F_MQ.
+    pub layout: QueueLayout,
 }
 
 impl Default for FrontendOptions {
@@ -53,6 +59,7 @@ impl Default for FrontendOptions {
             timeout: super::scaled(Duration::from_secs(10)),
             event_idx: true,
             queue_size: 256,
+            layout: QueueLayout::DataAndMailbox,
         }
     }
 }
@@ -79,7 +86,8 @@ pub struct Negotiated {
     pub offered_protocol_features: VhostUserProtocolFeatures,
     /// SET_PROTOCOL_FEATURES.
     pub protocol_features: VhostUserProtocolFeatures,
-    /// GET_QUEUE_NUM.
+    /// GET_QUEUE_NUM; 0 when not asked (the backend offers no MQ protocol
+    /// feature).
     pub queue_num: u64,
 }
 
@@ -125,10 +133,12 @@ pub enum FrontendError {
         offered: u64,
     },
     /// GET_QUEUE_NUM reports too few queues.
-    #[error("backend has {got} queues; a VF needs {NUM_QUEUES}")]
+    #[error("backend has {got} queues; the frontend needs {need}")]
     QueueNum {
         /// GET_QUEUE_NUM.
         got: u64,
+        /// The queues of the frontend's layout.
+        need: usize,
     },
     /// Setting up a resource (memfd, mapping, eventfd, epoll) failed.
     #[error("cannot set up the test frontend's {what}")]
@@ -151,11 +161,13 @@ pub enum FrontendError {
         #[source]
         source: vm_memory::GuestMemoryError,
     },
-    /// No such queue: a VF has queues 0 to 3.
-    #[error("queue {queue} does not exist; a VF has queues 0 to 3")]
+    /// No such queue: a VF has queues 0 to 3, or 0 and 1 without a mailbox.
+    #[error("queue {queue} does not exist; this VF has queues 0 to {last}")]
     NoQueue {
         /// The index asked for.
         queue: usize,
+        /// The last queue there is.
+        last: usize,
     },
     /// Not enough free descriptors.
     #[error("queue {queue} has {free} free descriptors; {need} needed")]
@@ -250,13 +262,14 @@ impl TestFrontend {
     }
 
     /// Connects to `socket`, waiting up to `options.timeout` for it to
-    /// appear, negotiates and sets up all 4 queues.
+    /// appear, negotiates and sets up the queues of `options.layout`.
     pub fn connect_with(
         socket: impl AsRef<Path>,
         options: FrontendOptions,
     ) -> Result<Self, FrontendError> {
+        let num_queues = options.layout.num_queues();
         let stream = connect_stream(socket.as_ref(), options.timeout)?;
-        let mut frontend = Frontend::from_stream(stream, NUM_QUEUES as u64);
+        let mut frontend = Frontend::from_stream(stream, num_queues as u64);
         frontend.set_hdr_flags(VhostUserHeaderFlag::NEED_REPLY);
 
         frontend.set_owner().map_err(vhost_step("SET_OWNER"))?;
@@ -275,7 +288,8 @@ impl TestFrontend {
             .map_err(vhost_step("GET_PROTOCOL_FEATURES"))?;
         let protocol_features = offered_protocol_features
             & (VhostUserProtocolFeatures::MQ | VhostUserProtocolFeatures::REPLY_ACK);
-        if !protocol_features.contains(VhostUserProtocolFeatures::MQ) {
+        let mq = protocol_features.contains(VhostUserProtocolFeatures::MQ);
+        if !mq && options.layout.has(Pair::Mailbox) {
             return Err(FrontendError::Missing {
                 what: "VHOST_USER_PROTOCOL_F_MQ",
                 offered: offered_protocol_features.bits(),
@@ -284,14 +298,21 @@ impl TestFrontend {
         frontend
             .set_protocol_features(protocol_features)
             .map_err(vhost_step("SET_PROTOCOL_FEATURES"))?;
-        let queue_num = frontend
-            .get_queue_num()
-            .map_err(vhost_step("GET_QUEUE_NUM"))?;
-        if queue_num < NUM_QUEUES as u64 {
-            return Err(FrontendError::QueueNum { got: queue_num });
+        let queue_num = if mq {
+            frontend
+                .get_queue_num()
+                .map_err(vhost_step("GET_QUEUE_NUM"))?
+        } else {
+            0
+        };
+        if mq && queue_num < num_queues as u64 {
+            return Err(FrontendError::QueueNum {
+                got: queue_num,
+                need: num_queues,
+            });
         }
 
-        let mut wanted = virtio_net::FEATURES;
+        let mut wanted = options.layout.features();
         if !options.event_idx {
             wanted &= !(1 << VIRTIO_RING_F_EVENT_IDX);
         }
@@ -315,8 +336,8 @@ impl TestFrontend {
             what: "epoll",
             source,
         })?;
-        let mut queues = Vec::with_capacity(NUM_QUEUES);
-        for index in 0..NUM_QUEUES {
+        let mut queues = Vec::with_capacity(num_queues);
+        for index in 0..num_queues {
             let base = GuestAddress(GUEST_BASE + RING_STRIDE * index as u64);
             let event_idx = features & (1 << VIRTIO_RING_F_EVENT_IDX) != 0;
             let queue = DriverQueue::new(index, size, event_idx, base, &mem)?;
@@ -357,7 +378,7 @@ impl TestFrontend {
                 })?;
             queues.push(queue);
         }
-        for index in 0..NUM_QUEUES {
+        for index in 0..num_queues {
             frontend
                 .set_vring_enable(index, true)
                 .map_err(vhost_step(format!("SET_VRING_ENABLE {index}")))?;
@@ -380,7 +401,7 @@ impl TestFrontend {
                 queue_num,
             },
             options,
-            rx_ready: vec![VecDeque::new(); NUM_QUEUES],
+            rx_ready: vec![VecDeque::new(); num_queues],
         })
     }
 
@@ -409,6 +430,7 @@ impl TestFrontend {
     /// send would (the device is kicked only when it asks), then waits until
     /// the device has used them all.
     pub fn send_all(&mut self, pair: Pair, frames: &[&[u8]]) -> Result<(), FrontendError> {
+        self.queue(pair.tx_queue())?;
         for frame in frames {
             self.post_tx(pair, frame)?;
         }
@@ -434,6 +456,7 @@ impl TestFrontend {
 
     /// Offers one transmit chain (header, then the frame) and returns its head.
     fn post_tx(&mut self, pair: Pair, frame: &[u8]) -> Result<u16, FrontendError> {
+        self.queue(pair.tx_queue())?;
         let header = self.pool.alloc(NET_HDR_LEN)?;
         self.write(header.addr, &[0; NET_HDR_LEN])?;
         let mut descs = vec![RawDesc {
@@ -460,6 +483,7 @@ impl TestFrontend {
     /// included) on the receive queue of `pair`.
     pub fn post_rx(&mut self, pair: Pair, count: usize, size: usize) -> Result<(), FrontendError> {
         let queue = pair.rx_queue();
+        self.queue(queue)?;
         for _ in 0..count {
             let buffer = self.pool.alloc(size)?;
             let desc = RawDesc {
@@ -481,6 +505,7 @@ impl TestFrontend {
         timeout: Duration,
     ) -> Result<Option<Vec<u8>>, FrontendError> {
         let queue = pair.rx_queue();
+        self.queue(queue)?;
         let deadline = Instant::now() + timeout;
         loop {
             while let Some(done) = self.queues[queue].poll_used(&self.mem)? {
@@ -505,8 +530,9 @@ impl TestFrontend {
         queue: usize,
         descs: &[RawDesc],
     ) -> Result<u32, FrontendError> {
+        let last = self.queues.len().saturating_sub(1);
         let Some(q) = self.queues.get_mut(queue) else {
-            return Err(FrontendError::NoQueue { queue });
+            return Err(FrontendError::NoQueue { queue, last });
         };
         let head = q.add_chain(&self.mem, descs, Kind::Raw, Vec::new())?;
         self.wait_for_head(queue, head, "a raw chain to be used")
@@ -592,9 +618,10 @@ impl TestFrontend {
     }
 
     fn queue(&self, queue: usize) -> Result<&DriverQueue, FrontendError> {
-        self.queues
-            .get(queue)
-            .ok_or(FrontendError::NoQueue { queue })
+        self.queues.get(queue).ok_or(FrontendError::NoQueue {
+            queue,
+            last: self.queues.len().saturating_sub(1),
+        })
     }
 
     fn write(&self, addr: GuestAddress, bytes: &[u8]) -> Result<(), FrontendError> {

@@ -8,6 +8,10 @@
 //! `handle_event` never returns `Err`: the library would end the worker
 //! thread and the VF would silently stop. Guest mistakes are logged with
 //! `warn!` and the chain goes back with length 0.
+//!
+//! The backend has the queues of its [`QueueLayout`] and no others: with
+//! [`QueueLayout::DataOnly`] there is no mailbox pair, so no event or wake-up
+//! ever reaches the port's mailbox.
 
 use std::io;
 use std::sync::{Arc, Mutex};
@@ -21,13 +25,14 @@ use vmm_sys_util::event::{EventConsumer, EventNotifier};
 use vmm_sys_util::eventfd::EventFd;
 
 use super::chain::{read_tx_frame, RxBuffer};
-use super::virtio_net::{self, max_frame, MAX_QUEUE_SIZE, NUM_QUEUES};
+use super::virtio_net::{max_frame, QueueLayout, MAX_QUEUE_SIZE, NUM_QUEUES};
 use super::{Pair, VfPort};
 use crate::pf::VfId;
 
 /// The epoll data value of the waker's eventfd. `vhost-user-backend`
 /// reserves `0..=num_queues` (the queues, then its exit and vring-enable
-/// events), so listeners start above it.
+/// events), so listeners start above it; [`NUM_QUEUES`] is the most queues
+/// any layout has.
 pub const WAKER_EVENT: u16 = NUM_QUEUES as u16 + 1;
 
 type Mem = GuestMemoryAtomic<GuestMemoryMmap>;
@@ -39,6 +44,7 @@ type MemGuard = vm_memory::GuestMemoryLoadGuard<GuestMemoryMmap>;
 /// outlives a connection lives in the port.
 pub struct VfBackend {
     vf: VfId,
+    layout: QueueLayout,
     port: Arc<dyn VfPort>,
     mem: Mem,
     waker: Arc<EventFd>,
@@ -50,6 +56,7 @@ impl std::fmt::Debug for VfBackend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("VfBackend")
             .field("vf", &self.vf)
+            .field("layout", &self.layout)
             .field(
                 "acked_features",
                 &format_args!("{:#x}", self.acked_features),
@@ -71,11 +78,13 @@ enum Stop {
 }
 
 impl VfBackend {
-    /// A backend for `vf` over `mem` (the daemon's memory, empty until
-    /// SET_MEM_TABLE). `waker` is the eventfd registered as [`WAKER_EVENT`];
-    /// `exit` is handed to the library as the vring worker's exit event.
+    /// A backend for `vf` with the queues of `layout`, over `mem` (the
+    /// daemon's memory, empty until SET_MEM_TABLE). `waker` is the eventfd
+    /// registered as [`WAKER_EVENT`]; `exit` is handed to the library as the
+    /// vring worker's exit event.
     pub fn new(
         vf: VfId,
+        layout: QueueLayout,
         port: Arc<dyn VfPort>,
         mem: Mem,
         waker: Arc<EventFd>,
@@ -83,6 +92,7 @@ impl VfBackend {
     ) -> Self {
         VfBackend {
             vf,
+            layout,
             port,
             mem,
             waker,
@@ -284,7 +294,7 @@ impl VhostUserBackendMut for VfBackend {
     type Vring = VringRwLock;
 
     fn num_queues(&self) -> usize {
-        NUM_QUEUES
+        self.layout.num_queues()
     }
 
     fn max_queue_size(&self) -> usize {
@@ -292,7 +302,7 @@ impl VhostUserBackendMut for VfBackend {
     }
 
     fn features(&self) -> u64 {
-        virtio_net::FEATURES
+        self.layout.features()
     }
 
     fn acked_features(&mut self, features: u64) {
@@ -305,7 +315,7 @@ impl VhostUserBackendMut for VfBackend {
     }
 
     fn protocol_features(&self) -> VhostUserProtocolFeatures {
-        virtio_net::protocol_features()
+        self.layout.protocol_features()
     }
 
     fn set_event_idx(&mut self, _enabled: bool) {
@@ -342,9 +352,10 @@ impl VhostUserBackendMut for VfBackend {
     ) -> io::Result<()> {
         let _span = tracing::debug_span!("vf", id = self.vf.0).entered();
         tracing::trace!(device_event, "vring worker event");
+        let layout = self.layout;
         let vring = |pair: Pair, tx: bool| {
             let index = if tx { pair.tx_queue() } else { pair.rx_queue() };
-            vrings.get(index)
+            vrings.get(index).filter(|_| layout.has(pair))
         };
         if device_event == WAKER_EVENT {
             self.drain_waker();
@@ -355,7 +366,7 @@ impl VhostUserBackendMut for VfBackend {
             }
             return Ok(());
         }
-        let Some((pair, is_tx)) = Pair::of_queue(usize::from(device_event)) else {
+        let Some((pair, is_tx)) = layout.pair_of_queue(usize::from(device_event)) else {
             tracing::warn!(
                 vf = self.vf.0,
                 device_event,

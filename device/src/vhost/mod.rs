@@ -6,9 +6,11 @@
 //! - [`VfServer`] binds a VF's socket and serves one frontend after another
 //!   until its [`StopHandle`] is used; each connection gets a fresh backend.
 //! - `backend` implements `vhost_user_backend::VhostUserBackendMut` for one
-//!   connection: 4 queues (2 [`Pair`]s), VIRTIO_F_VERSION_1,
-//!   VIRTIO_RING_F_EVENT_IDX, VIRTIO_NET_F_MQ/MAC/STATUS, protocol features
-//!   MQ and REPLY_ACK.
+//!   connection, in one of two [`QueueLayout`]s: 4 queues (2 [`Pair`]s),
+//!   VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX, VIRTIO_NET_F_MQ/MAC/STATUS,
+//!   protocol features MQ and REPLY_ACK; or, for a VF the guest kernel
+//!   drives, 2 queues (the data pair) without VIRTIO_NET_F_MQ and the MQ
+//!   protocol feature.
 //! - `relay` (sans-IO) and `pump` (its I/O) sit between the frontend and
 //!   the daemon and hold back ring enables the `vhost` crate would refuse
 //!   before SET_FEATURES (see [`VfServer`]'s module docs).
@@ -32,3 +34,4 @@ pub mod virtio_net;
 pub use error::{Error, Result};
 pub use port::{Pair, VfPort, Waker};
 pub use serve::{StopHandle, VfServer};
+pub use virtio_net::QueueLayout;

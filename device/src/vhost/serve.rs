@@ -82,7 +82,7 @@ use vmm_sys_util::eventfd::{EventFd, EFD_CLOEXEC, EFD_NONBLOCK};
 use super::backend::{VfBackend, WAKER_EVENT};
 use super::error::{Error, Result};
 use super::pump::{Ended, Pump, PumpStop};
-use super::{VfPort, Waker};
+use super::{QueueLayout, VfPort, Waker};
 use crate::pf::VfId;
 
 /// Serves one VF on one vhost-user socket, one frontend at a time. Dropping
@@ -103,6 +103,7 @@ use crate::pf::VfId;
 /// ```
 pub struct VfServer {
     vf: VfId,
+    layout: QueueLayout,
     port: Arc<dyn VfPort>,
     listener: UnixListener,
     private: PrivateDir,
@@ -117,6 +118,7 @@ impl fmt::Debug for VfServer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("VfServer")
             .field("vf", &self.vf)
+            .field("layout", &self.layout)
             .field("socket", &self.stop.0.socket)
             .finish_non_exhaustive()
     }
@@ -127,8 +129,20 @@ impl VfServer {
     /// the daemon's socket next to it. A stale socket file (nobody accepts
     /// on it) is replaced; a live one is an [`Error::InUse`], and any other
     /// file an [`Error::Listen`]. Nothing is accepted until
-    /// [`serve`](Self::serve).
+    /// [`serve`](Self::serve). The VF has both pairs
+    /// ([`QueueLayout::DataAndMailbox`]).
     pub fn bind(socket: impl AsRef<Path>, vf: VfId, port: Arc<dyn VfPort>) -> Result<Self> {
+        Self::bind_with_layout(socket, vf, port, QueueLayout::DataAndMailbox)
+    }
+
+    /// [`bind`](Self::bind), for a VF whose virtio-net device has the queues
+    /// of `layout`; every connection's backend offers exactly those.
+    pub fn bind_with_layout(
+        socket: impl AsRef<Path>,
+        vf: VfId,
+        port: Arc<dyn VfPort>,
+        layout: QueueLayout,
+    ) -> Result<Self> {
         let path = socket.as_ref().to_path_buf();
         let listen_err = |source| Error::Listen {
             path: path.clone(),
@@ -157,6 +171,7 @@ impl VfServer {
         let wake = nix::unistd::dup(&listener).map_err(|e| listen_err(io::Error::from(e)))?;
         let server = VfServer {
             vf,
+            layout,
             port,
             listener,
             private,
@@ -234,7 +249,14 @@ impl VfServer {
                 source,
             })?;
         let mem = GuestMemoryAtomic::new(GuestMemoryMmap::new());
-        let backend = VfBackend::new(vf, self.port.clone(), mem.clone(), waker.clone(), exit);
+        let backend = VfBackend::new(
+            vf,
+            self.layout,
+            self.port.clone(),
+            mem.clone(),
+            waker.clone(),
+            exit,
+        );
         let mut daemon = VhostUserDaemon::new(
             format!("vhost-user-{vf}"),
             Arc::new(RwLock::new(backend)),

@@ -89,6 +89,53 @@ pub enum Error {
         /// What went wrong.
         reason: String,
     },
+    /// A uevent request without a running uevent recording.
+    #[error("no uevent recording is running; send uevent_start first")]
+    NotWatchingUevents,
+    /// The uevent observer's socket failed while recording.
+    #[error("uevent observer stopped: {reason}")]
+    UeventsFailed {
+        /// What went wrong.
+        reason: String,
+    },
+    /// A command-line argument of `vfrig-agent blast` was wrong.
+    #[error("bad argument {arg}: {reason}")]
+    BadArgument {
+        /// The option (`--threads`) or word at fault.
+        arg: String,
+        /// What was wrong with it.
+        reason: String,
+    },
+    /// No network interface has this name.
+    #[error("no network interface named {name:?}; check the name with `ip link`")]
+    NoSuchInterface {
+        /// The name.
+        name: String,
+    },
+    /// A sysfs attribute did not hold what the kernel writes there.
+    #[error("unexpected contents {text:?} in {path}")]
+    BadSysfs {
+        /// The attribute file.
+        path: String,
+        /// What it held.
+        text: String,
+    },
+    /// Setting up a packet socket failed.
+    #[error("AF_PACKET socket on {ifname}: {what}: {error}")]
+    PacketSocket {
+        /// The interface.
+        ifname: String,
+        /// The step that failed.
+        what: &'static str,
+        /// The OS error.
+        error: io::Error,
+    },
+    /// Blocking SIGTERM/SIGINT or opening the signalfd failed.
+    #[error("catch SIGTERM/SIGINT: {error}")]
+    Signals {
+        /// The OS error.
+        error: io::Error,
+    },
     /// A request needed a thread and none could be started.
     #[error("start a thread: {error}")]
     Thread {

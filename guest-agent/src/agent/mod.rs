@@ -13,6 +13,11 @@
 //! - [`jobs`]: named background commands.
 //! - [`files`]: reading and writing guest files.
 //! - [`recorder`], [`netlink`]: rtnetlink link events and link setup.
+//! - [`uevents`]: raw kernel uevents of network devices being added, and
+//!   what sysfs showed right after each.
+//! - [`blast`], [`packet`]: `vfrig-agent blast`, raw Ethernet frames sent
+//!   from several threads as fast as they go (not part of the agent
+//!   proper: a subcommand run from guest shell commands).
 //!
 //! Invariant: PID 1 never exits and never lets a panic escape `main`; every
 //! error becomes a log line or an error reply.
@@ -20,6 +25,7 @@
 #[macro_use]
 pub mod console;
 
+pub mod blast;
 pub mod boot;
 pub mod channel;
 pub mod clock;
@@ -27,11 +33,13 @@ mod error;
 mod files;
 mod jobs;
 mod netlink;
+mod packet;
 mod process;
 mod reaper;
 mod recorder;
 mod request;
 mod serve;
+mod uevents;
 
 use std::sync::{Mutex, MutexGuard, PoisonError};
 

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use vfrig_agent::proto::{Op, Reply, Request, Status};
+use vfrig_agent::proto::{Op, Reply, Request, Status, UEVENT_GIVE_UP_MAX_MS, UEVENT_GIVE_UP_MS};
 
 use super::error::{Error, Result};
 use super::files;
@@ -78,11 +78,28 @@ pub fn handle(agent: &Agent, op: Op) -> Result<Reply> {
         Op::RecordStart => agent.recorder().start().map(|()| Reply::Done),
         Op::RecordTake => agent.recorder().take().map(Reply::Events),
         Op::RecordStop => agent.recorder().stop().map(Reply::Events),
+        Op::UeventStart { give_up_ms } => {
+            let give_up_ms = give_up_ms.unwrap_or(UEVENT_GIVE_UP_MS);
+            if give_up_ms > UEVENT_GIVE_UP_MAX_MS {
+                return Err(Error::BadRequest {
+                    reason: format!(
+                        "give_up_ms {give_up_ms} is over the limit of {UEVENT_GIVE_UP_MAX_MS}"
+                    ),
+                });
+            }
+            agent
+                .uevents()
+                .start(Duration::from_millis(give_up_ms))
+                .map(|()| Reply::Done)
+        }
+        Op::UeventTake => agent.uevents().take().map(Reply::NetAdds),
+        Op::UeventStop => agent.uevents().stop().map(Reply::NetAdds),
         Op::Status => Ok(Reply::Status(Status {
             uptime_ms: super::clock::boottime_ms(),
             jobs: agent.jobs().list(),
             reaped_orphans: agent.spawner().reaper().orphans(),
             recording: agent.recorder().is_recording(),
+            uevent_recording: agent.uevents().is_recording(),
         })),
         Op::Poweroff => Err(Error::BadRequest {
             reason: "poweroff is handled by the request loop".into(),

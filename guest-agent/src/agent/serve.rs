@@ -29,6 +29,7 @@ use super::process::{Shell, Spawner};
 use super::reaper::{self, Reaper};
 use super::recorder::Recorder;
 use super::request::{handle, parse_line};
+use super::uevents::UeventObserver;
 use super::{boot, clock, Mode};
 
 /// How long PID 1 looks for its virtio-console port.
@@ -44,6 +45,7 @@ pub struct Agent {
     spawner: Spawner,
     jobs: Jobs,
     recorder: Recorder,
+    uevents: UeventObserver,
     writer: Writer,
 }
 
@@ -54,6 +56,7 @@ impl Agent {
             spawner,
             jobs: Jobs::default(),
             recorder: Recorder::default(),
+            uevents: UeventObserver::default(),
             writer,
         }
     }
@@ -71,6 +74,11 @@ impl Agent {
     /// The link-event recorder.
     pub fn recorder(&self) -> &Recorder {
         &self.recorder
+    }
+
+    /// The kernel uevent observer.
+    pub fn uevents(&self) -> &UeventObserver {
+        &self.uevents
     }
 
     fn send(&self, message: &Message) {

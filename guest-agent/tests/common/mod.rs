@@ -52,6 +52,27 @@ impl Agent {
         ))
     }
 
+    /// `vfrig-agent --stdio` in a network and a mount namespace of its
+    /// own, with sysfs mounted afresh so that `/sys/class/net` shows the
+    /// new network namespace; or why that is impossible here.
+    pub fn start_in_new_netns_with_sysfs() -> Result<Self, String> {
+        let mut probe = in_new_netns_with_sysfs("true");
+        let probe = probe
+            .stderr(Stdio::piped())
+            .output()
+            .map_err(|e| format!("run unshare: {e}"))?;
+        if !probe.status.success() {
+            return Err(format!(
+                "unshare -n -m with a sysfs mount failed: {}",
+                String::from_utf8_lossy(&probe.stderr).trim()
+            ));
+        }
+        Ok(Self::spawn(&mut in_new_netns_with_sysfs(&format!(
+            "exec {} --stdio",
+            env!("CARGO_BIN_EXE_vfrig-agent")
+        ))))
+    }
+
     fn spawn(cmd: &mut Command) -> Self {
         let mut child = cmd
             .stdin(Stdio::piped())
@@ -203,6 +224,16 @@ impl Drop for Agent {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// `sh -c SCRIPT` in a network and a mount namespace of its own (`unshare
+/// -n -m`), after mounting sysfs there so that `/sys/class/net` lists the
+/// new namespace's links.
+pub fn in_new_netns_with_sysfs(script: &str) -> Command {
+    let mut cmd = Command::new("unshare");
+    cmd.args(["-n", "-m", "sh", "-c"])
+        .arg(format!("mount -t sysfs sysfs /sys || exit 1\n{script}"));
+    cmd
 }
 
 /// Polls `cond` every 20 ms until it holds; fails with `what` after 10 s.

@@ -2,7 +2,7 @@
 //! what the kernel does to it.
 //!
 //! - [`tap`]: the TAP `vfN` (frames both ways, MAC, carrier);
-//! - [`netlink`]: an rtnetlink listener whose pure half,
+//! - [`netlink`]: [`netlink::enslave`], and an rtnetlink listener whose pure half,
 //!   [`LinkTracker`], turns link messages into the
 //!   adapter core's [`NetdevEvent`](crate::core::NetdevEvent)s: up and
 //!   down, MAC, promiscuous and allmulti, enslaved and released, VLAN
@@ -26,8 +26,11 @@ use virtchnl::MacAddr;
 /// What went wrong in the netdev shell.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The interface name does not fit `IFNAMSIZ`.
-    #[error("interface name {name:?} must be 1 to 15 bytes long")]
+    /// The interface name is not one the kernel accepts (`dev_valid_name`).
+    #[error(
+        "interface name {name:?} must be 1 to 15 bytes long, not `.` or `..`, \
+         and without `/`, `:` or whitespace"
+    )]
     BadName {
         /// The name asked for.
         name: String,
@@ -89,6 +92,26 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// The master to enslave the interface to does not exist.
+    #[error(
+        "master device {master} does not exist in the driver's network namespace; \
+         create it first (`ip link add {master} type bond`)"
+    )]
+    NoMaster {
+        /// The master's name.
+        master: String,
+    },
+    /// The kernel refused to enslave the interface (or could not be asked).
+    #[error("cannot enslave {name} to {master}")]
+    Enslave {
+        /// The interface.
+        name: String,
+        /// The master's name.
+        master: String,
+        /// The kernel's answer.
+        #[source]
+        source: std::io::Error,
+    },
     /// An rtnetlink socket operation failed.
     #[error("rtnetlink: cannot {what}")]
     Netlink {
@@ -102,3 +125,46 @@ pub enum Error {
 
 /// The netdev shell's result.
 pub type Result<T> = std::result::Result<T, Error>;
+
+/// Checks `name` as the kernel's `dev_valid_name` does: 1 to 15 bytes
+/// (`IFNAMSIZ` with its NUL), not `.` or `..`, no `/`, `:` or whitespace.
+pub fn check_ifname(name: &str) -> Result<()> {
+    let valid = !name.is_empty()
+        && name.len() < sys::IFNAMSIZ
+        && name != "."
+        && name != ".."
+        && !name
+            .chars()
+            .any(|c| c == '/' || c == ':' || c.is_whitespace());
+    if valid {
+        Ok(())
+    } else {
+        Err(Error::BadName {
+            name: name.to_owned(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_ifname;
+
+    #[test]
+    fn interface_names_are_checked_like_the_kernel_does() {
+        for good in ["bond0", "vf3", "a", "failover-0.10", "fifteen_bytes_x"] {
+            assert!(check_ifname(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "",
+            ".",
+            "..",
+            "bond/0",
+            "eth0:1",
+            "bond 0",
+            "sixteen_bytes_xx",
+        ] {
+            let err = check_ifname(bad).expect_err(bad);
+            assert!(err.to_string().contains("1 to 15 bytes"), "{err}");
+        }
+    }
+}

@@ -7,7 +7,9 @@
 //! RTNLGRP_LINK with NETLINK_LISTEN_ALL_NSID, so that the interface is
 //! still seen after it moves to another namespace (the kernel names the
 //! source namespace in a control message), plus an RTM_GETLINK dump for the
-//! state at start.
+//! state at start. [`enslave`] is the one change the shell makes over
+//! rtnetlink: `ip link set dev IF master MASTER`, on a request socket of its
+//! own like the dump.
 //!
 //! # Identity
 //!
@@ -38,7 +40,8 @@ use std::io::{self, IoSliceMut};
 use std::os::fd::AsRawFd;
 
 use netlink_packet_core::{
-    NetlinkBuffer, NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_DUMP, NLM_F_REQUEST,
+    NetlinkBuffer, NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_DUMP,
+    NLM_F_REQUEST,
 };
 use netlink_packet_route::link::{
     InfoData, InfoKind, InfoVlan, LinkAttribute, LinkFlags, LinkInfo, LinkMessage, VlanProtocol,
@@ -451,25 +454,37 @@ impl LinkListener {
     }
 }
 
+/// A NETLINK_ROUTE socket for one request, connected to the kernel and in
+/// no multicast group, so only the answers to its own requests arrive.
+fn request_socket() -> io::Result<Socket> {
+    let mut socket = Socket::new(NETLINK_ROUTE)?;
+    socket.bind_auto()?;
+    socket.connect(&SocketAddr::new(0, 0))?;
+    Ok(socket)
+}
+
+/// The bytes of one request: `message` with `flags` and sequence number `seq`.
+fn encode_request(message: RouteNetlinkMessage, flags: u16, seq: u32) -> Vec<u8> {
+    let mut header = NetlinkHeader::default();
+    header.flags = flags;
+    header.sequence_number = seq;
+    let mut packet = NetlinkMessage::new(header, NetlinkPayload::InnerMessage(message));
+    packet.finalize();
+    let mut request = vec![0u8; packet.buffer_len()];
+    packet.serialize(&mut request);
+    request
+}
+
 /// Every link in the caller's namespace (RTM_GETLINK dump), on a socket of
 /// its own.
 pub fn dump_links() -> Result<Vec<LinkMessage>> {
     let step = |what| move |source| Error::Netlink { what, source };
-    let mut socket = Socket::new(NETLINK_ROUTE).map_err(step("open a NETLINK_ROUTE socket"))?;
-    socket.bind_auto().map_err(step("bind"))?;
-    socket
-        .connect(&SocketAddr::new(0, 0))
-        .map_err(step("connect"))?;
-    let mut header = NetlinkHeader::default();
-    header.flags = NLM_F_REQUEST | NLM_F_DUMP;
-    header.sequence_number = 1;
-    let mut packet = NetlinkMessage::new(
-        header,
-        NetlinkPayload::InnerMessage(RouteNetlinkMessage::GetLink(LinkMessage::default())),
+    let socket = request_socket().map_err(step("open a NETLINK_ROUTE socket"))?;
+    let request = encode_request(
+        RouteNetlinkMessage::GetLink(LinkMessage::default()),
+        NLM_F_REQUEST | NLM_F_DUMP,
+        1,
     );
-    packet.finalize();
-    let mut request = vec![0u8; packet.buffer_len()];
-    packet.serialize(&mut request);
     socket.send(&request, 0).map_err(step("send RTM_GETLINK"))?;
     let mut links = Vec::new();
     let mut buf = vec![0u8; DATAGRAM];
@@ -497,6 +512,75 @@ pub fn dump_links() -> Result<Vec<LinkMessage>> {
             }
         }
     }
+}
+
+/// Sequence number of the RTM_SETLINK [`enslave`] sends.
+const SET_MASTER_SEQ: u32 = 1;
+
+/// Makes the interface `name` (index `ifindex`, in the driver's namespace) a
+/// slave of the link named `master`, as `ip link set dev NAME master MASTER`
+/// does: an RTM_SETLINK with IFLA_MASTER, answered by the kernel's
+/// acknowledgement. Returns the master's index.
+///
+/// Fails with [`Error::NoMaster`] when there is no link `master` in the
+/// driver's namespace, and with [`Error::Enslave`] when the kernel refuses
+/// (a bond takes only slaves that are down; net_failover takes none this
+/// way).
+pub fn enslave(name: &str, ifindex: u32, master: &str) -> Result<u32> {
+    let refused = |source| Error::Enslave {
+        name: name.to_owned(),
+        master: master.to_owned(),
+        source,
+    };
+    let master_index = match nix::net::if_::if_nametoindex(master) {
+        Ok(index) => index,
+        Err(Errno::ENODEV) => {
+            return Err(Error::NoMaster {
+                master: master.to_owned(),
+            })
+        }
+        Err(errno) => return Err(refused(io::Error::from(errno))),
+    };
+    let socket = request_socket().map_err(refused)?;
+    let request = set_master_request(ifindex, master_index, SET_MASTER_SEQ);
+    socket.send(&request, 0).map_err(refused)?;
+    let mut buf = vec![0u8; DATAGRAM];
+    loop {
+        let n = socket.recv(&mut &mut buf[..], 0).map_err(refused)?;
+        if let Some(answer) = ack_of(buf.get(..n).unwrap_or_default(), SET_MASTER_SEQ) {
+            return answer.map(|()| master_index).map_err(refused);
+        }
+    }
+}
+
+/// RTM_SETLINK for link `ifindex` with IFLA_MASTER `master`, asking for an
+/// acknowledgement.
+fn set_master_request(ifindex: u32, master: u32, seq: u32) -> Vec<u8> {
+    let mut link = LinkMessage::default();
+    link.header.index = ifindex;
+    link.attributes.push(LinkAttribute::Controller(master));
+    encode_request(
+        RouteNetlinkMessage::SetLink(link),
+        NLM_F_REQUEST | NLM_F_ACK,
+        seq,
+    )
+}
+
+/// The kernel's answer to request `seq` in one datagram, if it is there:
+/// `Ok` for an acknowledgement, the errno for a refusal.
+fn ack_of(datagram: &[u8], seq: u32) -> Option<io::Result<()>> {
+    split(datagram).into_iter().find_map(|bytes| {
+        let message = NetlinkMessage::<RouteNetlinkMessage>::deserialize(bytes).ok()?;
+        match message.payload {
+            NetlinkPayload::Error(e) if message.header.sequence_number == seq => {
+                Some(match e.code {
+                    None => Ok(()),
+                    Some(_) => Err(e.to_io()),
+                })
+            }
+            _ => None,
+        }
+    })
 }
 
 /// The link messages in one datagram; other messages, and ones that do not
@@ -764,6 +848,86 @@ mod tests {
                 vec![],
             ]
         );
+    }
+
+    /// The start of `vfrig-driver run --enslave bond0`: the TAP's creation
+    /// and its MAC are fed before the tracker knows the MAC (events
+    /// dropped); the enslave comes after, in messages as bonding sends them
+    /// (a MAC change on the slave, the slave opened, then IFLA_MASTER).
+    #[test]
+    fn an_enslave_right_after_start_reaches_the_adapter_as_changes() {
+        let bond_mac = MacAddr([2, 0, 0, 0, 0xb0, 0]);
+        let mut tracker = LinkTracker::new(VF0);
+        let mut created = own(LinkFlags::empty(), vec![]);
+        created.attributes[1] = LinkAttribute::Address(vec![0x12, 0x34, 0x56, 0x78, 0x9a, 0xbc]);
+        for link in [created, own(LinkFlags::empty(), vec![])] {
+            tracker.handle(New, None, &link);
+        }
+        tracker.note_mac(MAC);
+        let mut bond_mac_set = own(LinkFlags::empty(), vec![]);
+        bond_mac_set.attributes[1] = LinkAttribute::Address(bond_mac.0.to_vec());
+        let mut opened = bond_mac_set.clone();
+        opened.header.flags = LinkFlags::Up;
+        let mut enslaved = opened.clone();
+        enslaved.attributes.push(LinkAttribute::Controller(7));
+        let events: Vec<_> = [bond(7), bond_mac_set, opened, enslaved]
+            .iter()
+            .map(|link| tracker.handle(New, None, link))
+            .collect();
+        assert_eq!(
+            events,
+            vec![vec![], vec![MacChanged(bond_mac)], vec![Up], vec![Enslaved]]
+        );
+    }
+
+    #[test]
+    fn the_enslave_request_is_a_setlink_with_the_master_asking_for_an_ack() {
+        let bytes = set_master_request(5, 7, 42);
+        let message = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&bytes).unwrap();
+        assert_eq!(message.header.sequence_number, 42);
+        assert_eq!(message.header.flags, NLM_F_REQUEST | NLM_F_ACK);
+        let NetlinkPayload::InnerMessage(RouteNetlinkMessage::SetLink(link)) = message.payload
+        else {
+            panic!("not RTM_SETLINK: {:?}", message.payload);
+        };
+        assert_eq!(link.header.index, 5);
+        assert_eq!(link.attributes, vec![LinkAttribute::Controller(7)]);
+    }
+
+    /// An NLMSG_ERROR answering request `seq` with `errno` (0: an ack).
+    fn answer(seq: u32, errno: i32) -> Vec<u8> {
+        let mut error = netlink_packet_core::ErrorMessage::default();
+        error.code = std::num::NonZeroI32::new(-errno);
+        let mut header = NetlinkHeader::default();
+        header.sequence_number = seq;
+        let mut packet =
+            NetlinkMessage::<RouteNetlinkMessage>::new(header, NetlinkPayload::Error(error));
+        packet.finalize();
+        let mut buf = vec![0u8; packet.buffer_len()];
+        packet.serialize(&mut buf);
+        buf
+    }
+
+    #[test]
+    fn the_kernels_answer_is_an_ack_or_its_errno() {
+        assert!(matches!(ack_of(&answer(1, 0), 1), Some(Ok(()))));
+        let refused = ack_of(&answer(1, libc::EPERM), 1).expect("an answer");
+        assert_eq!(
+            refused.expect_err("a refusal").raw_os_error(),
+            Some(libc::EPERM)
+        );
+        assert!(
+            ack_of(&answer(2, 0), 1).is_none(),
+            "another request's answer"
+        );
+        assert!(ack_of(&[], 1).is_none());
+    }
+
+    #[test]
+    fn enslaving_to_a_missing_master_names_it() {
+        let err = enslave("vf9", 0, "vfrig-nomaster").expect_err("no such master");
+        assert!(matches!(err, Error::NoMaster { .. }), "{err:?}");
+        assert!(err.to_string().contains("vfrig-nomaster"), "{err}");
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::os::unix::fs::OpenOptionsExt;
 
 use virtchnl::MacAddr;
 
-use super::sys::{self, IfReq, IFNAMSIZ};
+use super::sys::{self, IfReq};
 use super::{Error, Result};
 
 /// Where the TUN/TAP character device lives.
@@ -29,11 +29,7 @@ impl Tap {
     /// Creates the TAP `name` (or attaches to it if it exists and is not in
     /// use) with its carrier off.
     pub fn create(name: &str) -> Result<Tap> {
-        if name.is_empty() || name.len() >= IFNAMSIZ {
-            return Err(Error::BadName {
-                name: name.to_owned(),
-            });
-        }
+        super::check_ifname(name)?;
         let file = OpenOptions::new()
             .read(true)
             .write(true)

@@ -108,6 +108,10 @@ struct ImageArgs {
     /// Kernel modules for --kernel: a directory searched for .ko files.
     #[arg(long, value_name = "DIR", requires = "kernel")]
     modules: Option<PathBuf>,
+    /// Build in a kernel mutant (images/mutants/) instead of the stock
+    /// module it replaces, e.g. bond-rr-count-zero. Repeatable.
+    #[arg(long = "mutant", value_name = "NAME")]
+    mutants: Vec<String>,
 }
 
 impl ImageArgs {
@@ -116,6 +120,7 @@ impl ImageArgs {
             flavour: self.flavour,
             kernel: self.kernel.clone(),
             modules: self.modules.clone(),
+            mutants: self.mutants.clone(),
         }
     }
 }
@@ -264,6 +269,7 @@ fn vm(args: VmArgs) -> anyhow::Result<ExitCode> {
     vm.shell_on_stdio = interactive;
     let rig = Rig::start(&RigConfig {
         vfs: args.vfs,
+        kernel_vfs: Default::default(),
         policy: None,
         seed: 0,
         vm,

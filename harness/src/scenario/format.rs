@@ -72,6 +72,15 @@ pub struct Scenario {
     pub flavour: Flavour,
     /// The driver's VLAN state machine.
     pub vlan_fsm: VlanFsm,
+    /// VFs whose driver enslaves its netdev to a master on appearance
+    /// (`driver.enslave`), by VF.
+    pub enslave: BTreeMap<u16, String>,
+    /// Who binds each VF that vfrig's driver does not (`[roles]`).
+    pub roles: BTreeMap<u16, Role>,
+    /// A net_failover pair: a standby VF and an emulated primary.
+    pub failover: Option<Failover>,
+    /// A kernel mutant to boot with instead of the stock module.
+    pub mutant: Option<String>,
     /// The PF's initial policy per VF (only the keys the file gave).
     pub pf: BTreeMap<u16, PolicyPatch>,
     /// When set, the scenario must fail with a message containing this.
@@ -82,6 +91,30 @@ pub struct Scenario {
     /// The steps, in order.
     pub steps: Vec<Step>,
 }
+
+/// Who binds a VF in the guest.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// vfrig's driver (`vfrig-driver run`), the default.
+    #[default]
+    Driver,
+    /// The guest kernel's virtio_net; no mailbox, no rig driver.
+    Kernel,
+}
+
+/// A net_failover pair (`[failover]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failover {
+    /// The standby VF: bound by the kernel's virtio_net, `failover=on`.
+    pub standby: u16,
+    /// QEMU's model of the primary (`e1000e`).
+    pub primary: String,
+}
+
+/// The device models a failover primary may be: an emulated PCI NIC whose
+/// driver the generic kernel loads at boot.
+pub const PRIMARY_MODELS: [&str; 1] = ["e1000e"];
 
 /// The PF policy keys a scenario may set for a VF.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
@@ -198,6 +231,12 @@ pub enum Action {
         /// The VF.
         vf: u16,
     },
+    /// Unplug (`device_del`) or plug (`device_add`) the failover primary
+    /// through QMP; a plug waits until the guest has its netdev.
+    Primary {
+        /// Plug (true) or unplug.
+        plug: bool,
+    },
     /// Wait until the PF, the drivers and the guest's links are quiet.
     Settle {
         /// Time limit in milliseconds.
@@ -212,11 +251,65 @@ pub enum Action {
         /// Its label.
         label: String,
     },
-    /// Start recording what userspace sees: `links`, rtnetlink link events
-    /// in every namespace, through the guest agent.
-    Record,
+    /// Start recording what userspace sees, through the guest agent.
+    Record(Recorder),
     /// Assert on counts of the recorded link events.
     ExpectLinks(ExpectLinks),
+    /// Assert on what the uevent observer saw.
+    ExpectUevents(ExpectUevents),
+    /// Read the guest's interface counters and the PF's traffic counters
+    /// and keep them under a label.
+    Sample {
+        /// The label.
+        label: String,
+    },
+    /// Counters that must have grown since a sample.
+    ExpectGrew(ExpectGrew),
+}
+
+/// What a `record` step records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recorder {
+    /// rtnetlink link events in every namespace (what `ip monitor` sees).
+    Links,
+    /// Raw kernel uevents of net devices, each followed by a look at sysfs
+    /// (what a udev-less program like cloud-init sees).
+    Uevents,
+}
+
+/// Assertions on the net `add` uevents seen since `record = "uevents"`;
+/// counts left out are not checked.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExpectUevents {
+    /// Only adds of this interface (default: every net add).
+    #[serde(default)]
+    pub ifname: Option<String>,
+    /// How many adds.
+    #[serde(default)]
+    pub adds: Option<u64>,
+    /// At least this many adds had no master at the observer's first look.
+    #[serde(default)]
+    pub without_master_at_least: Option<u64>,
+    /// Exactly this many adds had no master at the first look.
+    #[serde(default)]
+    pub without_master: Option<u64>,
+    /// How many never got a master within the observer's 100 ms.
+    #[serde(default)]
+    pub never_enslaved: Option<u64>,
+}
+
+/// Counters that must have grown since a `sample`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExpectGrew {
+    /// The sample's label.
+    pub since: String,
+    /// Counter names: `IF.STAT` for a guest interface in the root
+    /// namespace (`bond0.tx_dropped`, any file of its `statistics/`), and
+    /// `pf.vfN.COUNTER` for the PF's traffic counters of a VF
+    /// (`pf.vf0.tx_frames`, `pf.vf1.drops.no_filter_match`).
+    pub counters: Vec<String>,
 }
 
 /// Assertions on the link events recorded since `record = "links"`; counts
@@ -263,12 +356,23 @@ impl Action {
             Action::PfEvent { vf, kind } => format!("PF event {} on vf{vf}", kind.as_str()),
             Action::Hotplug { vf } => format!("hot-plug vf{vf}"),
             Action::Unplug { vf } => format!("unplug vf{vf}"),
+            Action::Primary { plug: true } => "plug the failover primary".into(),
+            Action::Primary { plug: false } => "unplug the failover primary".into(),
             Action::Settle { .. } => "settle".into(),
             Action::Expect(e) => format!("expect on vf{}", e.vf),
             Action::Consistent => "consistent: kernel, driver and PF agree".into(),
             Action::Snapshot { label } => format!("snapshot {label}"),
-            Action::Record => "record link events".into(),
+            Action::Record(Recorder::Links) => "record link events".into(),
+            Action::Record(Recorder::Uevents) => "record net uevents".into(),
             Action::ExpectLinks(e) => format!("expect link events of {}", e.ifname),
+            Action::ExpectUevents(e) => format!(
+                "expect net uevents of {}",
+                e.ifname.as_deref().unwrap_or("every interface")
+            ),
+            Action::Sample { label } => format!("sample counters as `{label}`"),
+            Action::ExpectGrew(e) => {
+                format!("expect {} grown since `{}`", e.counters.join(", "), e.since)
+            }
         }
     }
 
@@ -285,12 +389,16 @@ impl Action {
             Action::PfEvent { .. } => "pf_event",
             Action::Hotplug { .. } => "hotplug",
             Action::Unplug { .. } => "unplug",
+            Action::Primary { .. } => "primary",
             Action::Settle { .. } => "settle",
             Action::Expect(_) => "expect",
             Action::Consistent => "consistent",
             Action::Snapshot { .. } => "snapshot",
-            Action::Record => "record",
+            Action::Record(_) => "record",
             Action::ExpectLinks(_) => "expect_links",
+            Action::ExpectUevents(_) => "expect_uevents",
+            Action::Sample { .. } => "sample",
+            Action::ExpectGrew(_) => "expect_grew",
         }
     }
 }
@@ -464,9 +572,15 @@ struct RawFile {
     #[serde(default)]
     vms: Option<Spanned<u16>>,
     #[serde(default)]
-    flavour: Option<Flavour>,
+    flavour: Option<Spanned<Flavour>>,
     #[serde(default)]
     driver: RawDriver,
+    #[serde(default)]
+    roles: BTreeMap<Spanned<String>, Role>,
+    #[serde(default)]
+    failover: Option<Spanned<RawFailover>>,
+    #[serde(default)]
+    mutant: Option<Spanned<String>>,
     #[serde(default)]
     pf: BTreeMap<Spanned<String>, PolicyPatch>,
     #[serde(default)]
@@ -480,6 +594,15 @@ struct RawFile {
 struct RawDriver {
     #[serde(default)]
     vlan_fsm: VlanFsm,
+    #[serde(default)]
+    enslave: BTreeMap<Spanned<String>, String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFailover {
+    standby: u16,
+    primary: String,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -501,6 +624,10 @@ struct RawStep {
     snapshot: Option<String>,
     record: Option<String>,
     expect_links: Option<ExpectLinks>,
+    primary: Option<String>,
+    expect_uevents: Option<ExpectUevents>,
+    sample: Option<String>,
+    expect_grew: Option<ExpectGrew>,
     // Modifiers.
     may_fail: Option<bool>,
     vm: Option<u16>,
@@ -563,8 +690,12 @@ struct Check {
     labels: BTreeSet<String>,
     /// Per VF, whether its first hot-plug step plugs it.
     first_plug: BTreeMap<u16, bool>,
-    /// A `record` step came before.
-    recording: bool,
+    /// Recorders started by `record` steps before.
+    recording: BTreeSet<&'static str>,
+    /// Sample labels taken before.
+    samples: BTreeSet<String>,
+    /// The scenario has a failover primary.
+    has_primary: bool,
 }
 
 impl Parser<'_> {
@@ -619,25 +750,98 @@ impl Parser<'_> {
         }
         let mut pf = BTreeMap::new();
         for (key, policy) in raw.pf {
-            let index = key
-                .get_ref()
-                .strip_prefix("vf")
-                .and_then(|n| n.parse::<u16>().ok())
-                .ok_or_else(|| {
-                    self.error(
-                        &key.span(),
-                        format!("unknown table [pf.{}]; expected [pf.vfN]", key.get_ref()),
-                    )
-                })?;
-            if index >= vfs {
+            pf.insert(self.vf_key(&key, "pf.", vfs)?, policy);
+        }
+        let mut roles = BTreeMap::new();
+        for (key, role) in raw.roles {
+            let vf = self.vf_key(&key, "roles.", vfs)?;
+            if role != Role::Driver {
+                roles.insert(vf, role);
+            }
+        }
+        let flavour_span = raw.flavour.as_ref().map_or(0..0, Spanned::span);
+        let flavour = raw.flavour.map(Spanned::into_inner).unwrap_or_default();
+        let failover = match raw.failover {
+            None => None,
+            Some(f) => {
+                let span = f.span();
+                let f = f.into_inner();
+                if f.standby >= vfs {
+                    return Err(self.error(
+                        &span,
+                        format!(
+                            "failover standby vf{} is a VF the PF does not have (vfs = {vfs})",
+                            f.standby
+                        ),
+                    ));
+                }
+                if !PRIMARY_MODELS.contains(&f.primary.as_str()) {
+                    return Err(self.error(
+                        &span,
+                        format!(
+                            "failover primary `{}` is not supported; use one of: {}",
+                            f.primary,
+                            PRIMARY_MODELS.join(", ")
+                        ),
+                    ));
+                }
+                if flavour != Flavour::Generic {
+                    return Err(self.error(
+                        &span,
+                        "a failover primary needs `flavour = \"generic\"`: the cloud kernel \
+                         has no driver for QEMU's emulated NICs",
+                    ));
+                }
+                // The guest kernel's virtio_net binds the standby.
+                roles.insert(f.standby, Role::Kernel);
+                Some(Failover {
+                    standby: f.standby,
+                    primary: f.primary,
+                })
+            }
+        };
+        let mut enslave = BTreeMap::new();
+        for (key, master) in raw.driver.enslave {
+            let vf = self.vf_key(&key, "driver.enslave.", vfs)?;
+            if roles.contains_key(&vf) {
                 return Err(self.error(
                     &key.span(),
-                    format!("[pf.vf{index}] names a VF the PF does not have (vfs = {vfs})"),
+                    format!("driver.enslave names vf{vf}, which vfrig's driver does not bind"),
                 ));
             }
-            pf.insert(index, policy);
+            if master.is_empty() || master.len() > 15 || master.contains(['/', ' ']) {
+                return Err(self.error(&key.span(), format!("`{master}` is not an interface name")));
+            }
+            enslave.insert(vf, master);
         }
-        let mut check = Check::default();
+        let mutant = match raw.mutant {
+            None => None,
+            Some(m) => {
+                let span = m.span();
+                let name = m.into_inner();
+                if vfrig_images::mutant::find(&name).is_none() {
+                    return Err(self.error(
+                        &span,
+                        format!(
+                            "unknown mutant `{name}`; known mutants: {}",
+                            vfrig_images::mutant::names().join(", ")
+                        ),
+                    ));
+                }
+                if flavour != Flavour::Cloud {
+                    return Err(self.error(
+                        &flavour_span,
+                        "mutants are built against the cloud kernel's headers; \
+                         leave `flavour` out",
+                    ));
+                }
+                Some(name)
+            }
+        };
+        let mut check = Check {
+            has_primary: failover.is_some(),
+            ..Check::default()
+        };
         let steps = self.steps(raw.step, vfs, &mut check)?;
         if let Some(symptom) = &raw.expect_fail {
             if symptom.trim().is_empty() {
@@ -652,13 +856,38 @@ impl Parser<'_> {
             description: raw.description.trim().to_owned(),
             path: self.path.to_owned(),
             vfs,
-            flavour: raw.flavour.unwrap_or_default(),
+            flavour,
             vlan_fsm: raw.driver.vlan_fsm,
+            enslave,
+            roles,
+            failover,
+            mutant,
             pf,
             expect_fail: raw.expect_fail,
             vfs_at_boot,
             steps,
         })
+    }
+
+    /// A `vfN` key of the table `table` (`pf.`), checked against `vfs`.
+    fn vf_key(&self, key: &Spanned<String>, table: &str, vfs: u16) -> Result<u16, ParseError> {
+        let vf = key
+            .get_ref()
+            .strip_prefix("vf")
+            .and_then(|n| n.parse::<u16>().ok())
+            .ok_or_else(|| {
+                self.error(
+                    &key.span(),
+                    format!("unknown key {table}{}; expected {table}vfN", key.get_ref()),
+                )
+            })?;
+        if vf >= vfs {
+            return Err(self.error(
+                &key.span(),
+                format!("{table}vf{vf} names a VF the PF does not have (vfs = {vfs})"),
+            ));
+        }
+        Ok(vf)
     }
 
     fn steps(
@@ -694,6 +923,10 @@ impl Parser<'_> {
             ("snapshot", s.snapshot.is_some()),
             ("record", s.record.is_some()),
             ("expect_links", s.expect_links.is_some()),
+            ("primary", s.primary.is_some()),
+            ("expect_uevents", s.expect_uevents.is_some()),
+            ("sample", s.sample.is_some()),
+            ("expect_grew", s.expect_grew.is_some()),
         ]
         .into_iter()
         .filter_map(|(k, p)| p.then_some(k))
@@ -703,8 +936,8 @@ impl Parser<'_> {
                 [one] => *one,
                 [] => return Err(err(
                     "a step needs one action: guest, background, stop, repeat, parallel, fault, \
-                     release, pf_event, hotplug, unplug, settle, expect, consistent, snapshot, \
-                     record or expect_links"
+                     release, pf_event, hotplug, unplug, primary, settle, expect, consistent, \
+                     snapshot, record, expect_links, expect_uevents, sample or expect_grew"
                         .into(),
                 )),
                 many => {
@@ -904,26 +1137,101 @@ impl Parser<'_> {
                 Action::Snapshot { label }
             }
             "record" => {
-                let what = s.record.unwrap_or_default();
-                if what != "links" {
-                    return Err(err(format!(
-                        "record = \"{what}\": the only recorder is \"links\" (rtnetlink link events)"
-                    )));
-                }
-                check.recording = true;
-                Action::Record
+                let (name, recorder) = match s.record.as_deref() {
+                    Some("links") => ("links", Recorder::Links),
+                    Some("uevents") => ("uevents", Recorder::Uevents),
+                    other => {
+                        return Err(err(format!(
+                            "record = \"{}\": the recorders are \"links\" (rtnetlink link \
+                             events) and \"uevents\" (raw net uevents with a look at sysfs)",
+                            other.unwrap_or_default()
+                        )))
+                    }
+                };
+                check.recording.insert(name);
+                Action::Record(recorder)
             }
             "expect_links" => {
-                if !check.recording {
+                if !check.recording.contains("links") {
                     return Err(err(
                         "expect_links needs a `record = \"links\"` step before it".into(),
                     ));
                 }
                 Action::ExpectLinks(s.expect_links.unwrap_or_default())
             }
+            "expect_uevents" => {
+                if !check.recording.contains("uevents") {
+                    return Err(err(
+                        "expect_uevents needs a `record = \"uevents\"` step before it".into(),
+                    ));
+                }
+                Action::ExpectUevents(s.expect_uevents.unwrap_or_default())
+            }
+            "primary" => {
+                if !check.has_primary {
+                    return Err(err(
+                        "a primary step needs a failover pair: add a [failover] table".into(),
+                    ));
+                }
+                match s.primary.as_deref() {
+                    Some("plug") => Action::Primary { plug: true },
+                    Some("unplug") => Action::Primary { plug: false },
+                    other => {
+                        return Err(err(format!(
+                            "primary = \"{}\": write \"plug\" or \"unplug\"",
+                            other.unwrap_or_default()
+                        )))
+                    }
+                }
+            }
+            "sample" => {
+                let label = s.sample.unwrap_or_default();
+                if label.is_empty() {
+                    return Err(err("a sample needs a label".into()));
+                }
+                check.samples.insert(label.clone());
+                Action::Sample { label }
+            }
+            "expect_grew" => {
+                let e = s.expect_grew.unwrap_or_default();
+                if !check.samples.contains(&e.since) {
+                    return Err(err(format!(
+                        "expect_grew since `{}`: no sample step with that label comes before it",
+                        e.since
+                    )));
+                }
+                if e.counters.is_empty() {
+                    return Err(err("expect_grew needs at least one counter".into()));
+                }
+                for counter in &e.counters {
+                    check_counter(counter, vfs).map_err(err)?;
+                }
+                Action::ExpectGrew(e)
+            }
             other => unreachable!("action {other}"),
         };
         Ok(Step { action, pos })
+    }
+}
+
+/// Checks the form of an `expect_grew` counter name.
+fn check_counter(name: &str, vfs: u16) -> Result<(), String> {
+    let bad = |why: &str| {
+        Err(format!(
+            "counter `{name}`: {why}; write IF.STAT (`bond0.tx_dropped`) or \
+             pf.vfN.COUNTER (`pf.vf0.tx_frames`)"
+        ))
+    };
+    match name.split('.').collect::<Vec<_>>().as_slice() {
+        ["pf", vf, rest @ ..] if !rest.is_empty() => {
+            match vf.strip_prefix("vf").and_then(|n| n.parse::<u16>().ok()) {
+                Some(n) if n < vfs => Ok(()),
+                Some(n) => bad(&format!("the PF has no vf{n}")),
+                None => bad("`pf.` must be followed by a VF"),
+            }
+        }
+        [ifname, stat] if !ifname.is_empty() && !stat.is_empty() && *ifname != "pf" => Ok(()),
+        _ => bad("unknown form"),
     }
 }
 
@@ -1008,6 +1316,91 @@ snapshot = "end"
     }
 
     #[test]
+    fn failover_roles_enslave_and_mutants_parse() {
+        let s = parse_str(
+            r#"
+name = "f"
+flavour = "generic"
+vfs = 3
+[roles]
+vf1 = "kernel"
+[failover]
+standby = 0
+primary = "e1000e"
+[driver]
+enslave = { vf2 = "bond0" }
+[[step]]
+record = "uevents"
+[[step]]
+primary = "unplug"
+[[step]]
+sample = "a"
+[[step]]
+expect_grew = { since = "a", counters = ["bond0.tx_dropped", "pf.vf2.tx_frames"] }
+[[step]]
+expect_uevents = { ifname = "eth1", adds = 1, without_master_at_least = 1 }
+"#,
+        )
+        .expect("valid");
+        assert_eq!(
+            s.roles,
+            BTreeMap::from([(0, Role::Kernel), (1, Role::Kernel)]),
+            "the standby is bound by the kernel"
+        );
+        assert_eq!(
+            s.failover,
+            Some(Failover {
+                standby: 0,
+                primary: "e1000e".into()
+            })
+        );
+        assert_eq!(s.enslave[&2], "bond0");
+        assert_eq!(s.steps[1].action, Action::Primary { plug: false });
+        assert_eq!(s.steps[0].action, Action::Record(Recorder::Uevents));
+        let m = parse_str("name = \"m\"\nmutant = \"bond-rr-count-zero\"\n").expect("valid");
+        assert_eq!(m.mutant.as_deref(), Some("bond-rr-count-zero"));
+    }
+
+    #[test]
+    fn failover_mutant_and_counter_mistakes_are_explained() {
+        let e = error("name = \"x\"\n[failover]\nstandby = 0\nprimary = \"e1000e\"\n");
+        assert!(
+            e.starts_with("t.toml:2:1: ") && e.contains("generic"),
+            "{e}"
+        );
+        let e = error(
+            "name = \"x\"\nflavour = \"generic\"\n[failover]\nstandby = 0\nprimary = \"rtl8139\"\n",
+        );
+        assert!(e.contains("rtl8139") && e.contains("e1000e"), "{e}");
+        let e = error("name = \"x\"\n[[step]]\nprimary = \"unplug\"\n");
+        assert!(e.contains("[failover]"), "{e}");
+        let e = error("name = \"x\"\nmutant = \"nope\"\n");
+        assert!(
+            e.starts_with("t.toml:2:") && e.contains("bond-rr-count-zero"),
+            "{e}"
+        );
+        let e = error("name = \"x\"\n[roles]\nvf3 = \"kernel\"\n");
+        assert!(
+            e.starts_with("t.toml:3:1: ") && e.contains("roles.vf3"),
+            "{e}"
+        );
+        let e = error(
+            "name = \"x\"\n[roles]\nvf0 = \"kernel\"\n[driver]\nenslave = { vf0 = \"bond0\" }\n",
+        );
+        assert!(e.contains("does not bind"), "{e}");
+        let e = error(
+            "name = \"x\"\n[[step]]\nexpect_grew = { since = \"a\", counters = [\"x.y\"] }\n",
+        );
+        assert!(e.contains("no sample"), "{e}");
+        let e = error(
+            "name = \"x\"\n[[step]]\nsample = \"a\"\n[[step]]\nexpect_grew = { since = \"a\", counters = [\"pf.vf4.tx_frames\"] }\n",
+        );
+        assert!(e.starts_with("t.toml:4:1: ") && e.contains("no vf4"), "{e}");
+        let e = error("name = \"x\"\n[[step]]\nexpect_uevents = { adds = 1 }\n");
+        assert!(e.contains("record = \"uevents\""), "{e}");
+    }
+
+    #[test]
     fn a_vf_hotplugged_first_is_not_plugged_at_boot() {
         let s = parse_str("name = \"x\"\nvfs = 2\n[[step]]\nhotplug = { vf = 1 }\n").unwrap();
         assert_eq!(s.vfs_at_boot, vec![0]);
@@ -1052,8 +1445,8 @@ snapshot = "end"
         assert!(e.contains("spoof") && e.contains("anti_spoof_vlan"), "{e}");
         let e = error("name = \"x\"\n[[step]]\nexpect_links = { ifname = \"vf0\" }\n");
         assert!(e.contains("record"), "{e}");
-        let e = error("name = \"x\"\n[[step]]\nrecord = \"uevents\"\n");
-        assert!(e.contains("links"), "{e}");
+        let e = error("name = \"x\"\n[[step]]\nrecord = \"packets\"\n");
+        assert!(e.contains("links") && e.contains("uevents"), "{e}");
         let e = error("name = \"a b\"\n");
         assert!(e.starts_with("t.toml:1:8: "), "{e}");
         let e = error("name = \"x\"\n[[step]]\nguest = \"unterminated\n");

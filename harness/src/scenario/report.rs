@@ -41,6 +41,47 @@ pub fn text(r: &ScenarioResult) -> String {
             }
         }
     }
+    if let Some(u) = &r.uevents {
+        let _ = writeln!(
+            out,
+            "  uevent observer: {} net add(s), {} without a master at first look \
+             (window hit rate {:.0}%), {} never enslaved",
+            u.adds,
+            u.without_master,
+            u.window_hit_rate * 100.0,
+            u.never_enslaved
+        );
+        if let Some(d) = u.time_to_master_us {
+            let _ = writeln!(
+                out,
+                "  time from uevent to master: min {} us, median {} us, p90 {} us, max {} us \
+                 (n = {})",
+                d.min, d.p50, d.p90, d.max, d.n
+            );
+        }
+        for c in &u.per_ifname {
+            let _ = writeln!(
+                out,
+                "    {}: {} add(s), {} without master, {} never enslaved",
+                c.ifname, c.adds, c.without_master, c.never_enslaved
+            );
+        }
+    }
+    if !r.counters.is_empty() {
+        let _ = writeln!(out, "  counters:");
+        for c in &r.counters {
+            let value = |v: Option<u64>| v.map_or("-".to_owned(), |v| v.to_string());
+            let _ = writeln!(
+                out,
+                "    {:<28} {:>12} -> {:<12} (since `{}`){}",
+                c.name,
+                value(c.before),
+                value(c.after),
+                c.since,
+                if c.grew() { "" } else { "  did not grow" }
+            );
+        }
+    }
     if let Some(dir) = &r.artifacts {
         let _ = writeln!(out, "  artifacts: {}", dir.display());
     }

@@ -11,11 +11,13 @@ use serde_json::{json, Value};
 use vfrig_device::engine::{Entry, Outcome};
 use vfrig_device::pf::{Tables, VfId};
 
+use super::check::counters::{self, CounterDelta, Sample, GUEST_COUNTERS_CMD};
+use super::check::uevents::{self, UeventSummary};
 use super::check::{self, Comparison, DriverView, KernelView, KERNEL_VIEW_CMD};
-use super::format::{Action, Scenario, Step, VlanFsm};
+use super::format::{Action, Recorder, Role, Scenario, Step, VlanFsm};
 use super::snapshot;
 use crate::image::{self, ImageOptions};
-use crate::qemu::AccelChoice;
+use crate::qemu::{AccelChoice, VfKind};
 use crate::rundir::SocketDir;
 use crate::vm::scaled;
 use crate::{AgentClient, Rig, RigConfig, VmConfig};
@@ -81,6 +83,12 @@ pub struct ScenarioResult {
     pub requests: BTreeMap<String, BTreeMap<String, u64>>,
     /// Kernel splats on the console.
     pub splats: Vec<String>,
+    /// What the uevent observer saw, when the scenario recorded uevents.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uevents: Option<UeventSummary>,
+    /// The counters `expect_grew` steps compared.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub counters: Vec<CounterDelta>,
     /// Figures: boot time, run time, settle times.
     pub timings: Timings,
     /// The run's artifact directory.
@@ -132,6 +140,10 @@ struct Run<'a> {
     repeat_scale: u32,
     failures: Vec<Failure>,
     recorded: Vec<vfrig_agent::proto::LinkEvent>,
+    /// Net adds the uevent observer reported; `None` until `record = "uevents"`.
+    uevents: Option<Vec<vfrig_agent::proto::NetAdd>>,
+    samples: BTreeMap<String, Sample>,
+    counters: Vec<CounterDelta>,
     plugged: BTreeSet<u16>,
     backgrounds: BTreeSet<String>,
     timings: Timings,
@@ -148,6 +160,7 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> anyhow::Result<ScenarioRes
         flavour: scenario.flavour,
         kernel: opts.kernel.clone(),
         modules: opts.modules.clone(),
+        mutants: scenario.mutant.iter().cloned().collect(),
     })?;
     let policy_dir = SocketDir::create()?;
     let policy = policy_dir.path().join("policy.toml");
@@ -158,11 +171,19 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> anyhow::Result<ScenarioRes
         &img.initramfs,
     );
     vm.vfs_at_boot = scenario.vfs_at_boot.clone();
+    vm.vf_kinds = vf_kinds(scenario);
+    vm.failover_primary = scenario.failover.as_ref().map(|f| f.primary.clone());
+    if scenario.mutant.is_some() {
+        // A mutant's oops stops the machine at once (panic=-1 and QEMU's
+        // -no-reboot): the splat is the verdict, not a later timeout.
+        vm.extra_cmdline.push("oops=panic".into());
+    }
     if let Some(accel) = opts.accel {
         vm.accel = accel;
     }
     let rig = Rig::start(&RigConfig {
         vfs: scenario.vfs,
+        kernel_vfs: scenario.roles.keys().copied().collect(),
         policy: Some(policy),
         seed: opts.seed,
         vm,
@@ -181,6 +202,9 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> anyhow::Result<ScenarioRes
         repeat_scale: opts.repeat_scale.max(1),
         failures: Vec::new(),
         recorded: Vec::new(),
+        uevents: None,
+        samples: BTreeMap::new(),
+        counters: Vec::new(),
         plugged: BTreeSet::new(),
         backgrounds: BTreeSet::new(),
         timings: Timings {
@@ -190,6 +214,9 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> anyhow::Result<ScenarioRes
         last_vlans: String::new(),
     };
     for &vf in &scenario.vfs_at_boot {
+        if scenario.roles.contains_key(&vf) {
+            continue;
+        }
         if let Err(e) = run.start_driver(vf) {
             run.failures.push(Failure {
                 step: "starting the drivers".into(),
@@ -203,14 +230,21 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> anyhow::Result<ScenarioRes
         run.steps(&scenario.steps, "");
     }
     let splats: Vec<String> = rig.vm.splats().iter().map(|s| s.excerpt.clone()).collect();
-    if run.failures.is_empty() {
-        if let Some(first) = splats.first() {
-            run.failures.push(Failure {
-                step: "after the steps".into(),
+    if let Some(first) = splats.first() {
+        // The splat explains whatever failed after it (a mutant's oops
+        // takes the machine down, so every later step fails): it comes first.
+        let step = match run.failures.first() {
+            Some(f) => format!("{} (the kernel crashed)", f.step),
+            None => "after the steps".into(),
+        };
+        run.failures.insert(
+            0,
+            Failure {
+                step,
                 message: format!("kernel splat on the console:\n{first}"),
                 views: None,
-            });
-        }
+            },
+        );
     }
     run.teardown();
     let (tables, requests) = rig.daemon.device().with(|engine, _| {
@@ -221,6 +255,8 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> anyhow::Result<ScenarioRes
     });
     let artifacts = Some(rig.vm.run_dir().to_owned());
     let timings = std::mem::take(&mut run.timings);
+    let uevent_summary = run.uevents.as_deref().map(uevents::summary);
+    let counters = std::mem::take(&mut run.counters);
     let mut failures = std::mem::take(&mut run.failures).into_iter();
     let failure = failures.next();
     let more_failures = failures.collect();
@@ -244,6 +280,8 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> anyhow::Result<ScenarioRes
         tables: serde_json::to_value(&tables.vfs).unwrap_or(Value::Null),
         requests,
         splats,
+        uevents: uevent_summary,
+        counters,
         timings: Timings {
             total_s: start.elapsed().as_secs_f64(),
             ..timings
@@ -277,10 +315,35 @@ fn verdict(expect_fail: Option<&str>, failure: Option<&Failure>) -> (bool, Strin
     }
 }
 
-/// The daemon's policy file for the scenario's `[pf.vfN]` tables.
+/// How QEMU presents each VF vfrig's driver does not bind.
+fn vf_kinds(scenario: &Scenario) -> BTreeMap<u16, VfKind> {
+    scenario
+        .roles
+        .iter()
+        .map(|(&vf, role)| {
+            let kind = match role {
+                _ if scenario.failover.as_ref().is_some_and(|f| f.standby == vf) => VfKind::Standby,
+                Role::Kernel => VfKind::Kernel,
+                Role::Driver => VfKind::Driver,
+            };
+            (vf, kind)
+        })
+        .collect()
+}
+
+/// The daemon's policy file for the scenario's `[pf.vfN]` tables. A VF the
+/// guest kernel binds gets the MAC QEMU shows it as its admin MAC (the host
+/// configures such a VF; no driver of ours tells the PF its address).
 fn policy_file(scenario: &Scenario) -> String {
+    let mut policies = scenario.pf.clone();
+    for &vf in scenario.roles.keys() {
+        let patch = policies.entry(vf).or_default();
+        if patch.admin_mac.is_none() {
+            patch.admin_mac = crate::qemu::vf_mac(vf).parse().ok();
+        }
+    }
     let mut out = String::new();
-    for (vf, patch) in &scenario.pf {
+    for (vf, patch) in &policies {
         let _ = writeln!(out, "[vf{vf}]");
         out.push_str(&toml::to_string(patch).unwrap_or_default());
     }
@@ -309,6 +372,9 @@ fn driver_job(vf: u16) -> String {
 }
 
 const T: Duration = Duration::from_secs(60);
+
+/// How long the uevent observer waits for a new interface's master.
+const UEVENT_GIVE_UP: Duration = Duration::from_millis(100);
 
 impl Run<'_> {
     fn agent(&self) -> &AgentClient {
@@ -348,10 +414,13 @@ impl Run<'_> {
     }
 
     fn start_driver(&mut self, vf: u16) -> Result<(), StepError> {
-        let cmd = format!(
+        let mut cmd = format!(
             "RUST_LOG=info exec vfrig-driver run --vf {vf} --vlan-fsm {}",
             self.fsm
         );
+        if let Some(master) = self.scenario.enslave.get(&vf) {
+            let _ = write!(cmd, " --enslave {master}");
+        }
         self.agent()
             .spawn(&driver_job(vf), &cmd)
             .map_err(|e| e.to_string())?;
@@ -365,7 +434,12 @@ impl Run<'_> {
                     scaled(T),
                 )
                 .map_err(|e| e.to_string())?;
-            if out.success() && out.stdout.contains(r#""phase":"down""#) {
+            // Down, or running when it enslaved its netdev to a master
+            // (bonding brings a new slave up).
+            if out.success()
+                && (out.stdout.contains(r#""phase":"down""#)
+                    || out.stdout.contains(r#""phase":"running""#))
+            {
                 return Ok(());
             }
             if Instant::now() > deadline {
@@ -576,7 +650,19 @@ impl Run<'_> {
                 .map_err(Into::into),
             Action::Hotplug { vf } => {
                 self.rig.vm.hotplug_vf(*vf).map_err(|e| e.to_string())?;
+                if self.scenario.roles.contains_key(vf) {
+                    return Ok(());
+                }
                 self.start_driver(*vf)
+            }
+            Action::Primary { plug: false } => self
+                .rig
+                .vm
+                .unplug_primary()
+                .map_err(|e| e.to_string().into()),
+            Action::Primary { plug: true } => {
+                self.rig.vm.plug_primary().map_err(|e| e.to_string())?;
+                self.wait_for_primary()
             }
             Action::Unplug { vf } => {
                 // The driver lets go of the device first, as a kernel driver's
@@ -623,11 +709,69 @@ impl Run<'_> {
                 )
                 .map_err(Into::into)
             }
-            Action::Record => {
+            Action::Record(Recorder::Links) => {
                 self.recorded.clear();
                 self.agent()
                     .record_start()
                     .map_err(|e| e.to_string().into())
+            }
+            Action::Record(Recorder::Uevents) => {
+                self.uevents = Some(Vec::new());
+                self.agent()
+                    .uevent_start(UEVENT_GIVE_UP)
+                    .map_err(|e| e.to_string().into())
+            }
+            Action::ExpectUevents(e) => {
+                let adds = self.agent().uevent_take().map_err(|e| e.to_string())?;
+                let seen = self.uevents.get_or_insert_with(Vec::new);
+                seen.extend(adds);
+                let problems = uevents::expect_uevents(e, seen);
+                if self.verbose {
+                    let s = uevents::summary(seen);
+                    self.say(format!(
+                        "  uevents: {} add(s), {} without a master at first look, {} never \
+                         enslaved; time to master {}",
+                        s.adds,
+                        s.without_master,
+                        s.never_enslaved,
+                        s.time_to_master_us.map_or("-".into(), |d| format!(
+                            "{}..{} us (median {})",
+                            d.min, d.max, d.p50
+                        ))
+                    ));
+                }
+                if problems.is_empty() {
+                    Ok(())
+                } else {
+                    Err(format!("expectation not met:\n  - {}", problems.join("\n  - ")).into())
+                }
+            }
+            Action::Sample { label } => {
+                let sample = self.sample()?;
+                self.samples.insert(label.clone(), sample);
+                Ok(())
+            }
+            Action::ExpectGrew(e) => {
+                let now = self.sample()?;
+                let before = self
+                    .samples
+                    .get(&e.since)
+                    .ok_or_else(|| format!("no sample `{}` was taken", e.since))?;
+                let (deltas, problems) = counters::expect_grew(e, before, &now);
+                for d in &deltas {
+                    self.say(format!(
+                        "  {}: {} -> {}",
+                        d.name,
+                        d.before.map_or("-".into(), |v| v.to_string()),
+                        d.after.map_or("-".into(), |v| v.to_string())
+                    ));
+                }
+                self.counters.extend(deltas);
+                if problems.is_empty() {
+                    Ok(())
+                } else {
+                    Err(format!("expectation not met:\n  - {}", problems.join("\n  - ")).into())
+                }
             }
             Action::ExpectLinks(e) => {
                 let events = self.agent().record_take().map_err(|e| e.to_string())?;
@@ -640,6 +784,46 @@ impl Run<'_> {
                 }
             }
             Action::Repeat { .. } => unreachable!("repeat is expanded by steps()"),
+        }
+    }
+
+    /// Counters of the guest's interfaces and of the PF, now.
+    fn sample(&self) -> Result<Sample, String> {
+        let out = self
+            .agent()
+            .run(GUEST_COUNTERS_CMD, scaled(T))
+            .map_err(|e| e.to_string())?;
+        Ok(Sample {
+            guest: Sample::parse_guest(&out.stdout),
+            pf: serde_json::to_value(&self.tables().vfs).unwrap_or(Value::Null),
+        })
+    }
+
+    /// Waits until the guest has a netdev on the failover primary again.
+    fn wait_for_primary(&self) -> Result<(), StepError> {
+        let model = self
+            .scenario
+            .failover
+            .as_ref()
+            .map_or("e1000e", |f| f.primary.as_str());
+        let cmd = format!("ls /sys/bus/pci/drivers/{model}/*/net/ 2>/dev/null");
+        let deadline = Instant::now() + scaled(Duration::from_secs(20));
+        loop {
+            let out = self
+                .agent()
+                .run(&cmd, scaled(T))
+                .map_err(|e| e.to_string())?;
+            if out.success() && !out.stdout.trim().is_empty() {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "the guest has no {model} netdev {:?} after plugging the primary",
+                    scaled(Duration::from_secs(20))
+                )
+                .into());
+            }
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 
@@ -748,6 +932,11 @@ impl Run<'_> {
         let mut problems = Vec::new();
         let mut views = serde_json::Map::new();
         for vf in 0..self.scenario.vfs {
+            if self.scenario.roles.contains_key(&vf) {
+                // No driver of ours: the guest kernel's virtio_net keeps no
+                // PF filters to compare.
+                continue;
+            }
             let Some(table) = tables.vf(vf) else { continue };
             let mine: Vec<&Entry> = transcript.iter().filter(|t| t.vf == VfId(vf)).collect();
             let kernel = obs.kernel.vf(&format!("vf{vf}"));

@@ -588,5 +588,8 @@ impl fmt::Display for Comparison {
     }
 }
 
+pub mod counters;
+pub mod uevents;
+
 #[cfg(test)]
 mod tests;
