@@ -482,6 +482,12 @@ impl Run<'_> {
     }
 
     fn teardown(&mut self) {
+        if let Some(seen) = self.uevents.as_mut() {
+            // Adds after the last expect_uevents still count in the result.
+            if let Ok(rest) = self.rig.vm.agent().uevent_stop() {
+                seen.extend(rest);
+            }
+        }
         for id in std::mem::take(&mut self.backgrounds) {
             if let Ok(out) = self.agent().stop(&id) {
                 let _ = std::fs::write(
