@@ -176,6 +176,17 @@ pub(crate) mod tests {
             .expect("temporary directory")
     }
 
+    /// Every key in `changed` (one per changed input) differs from `key`
+    /// and from every other.
+    pub(crate) fn assert_all_differ<K: PartialEq + std::fmt::Debug>(key: &K, changed: &[K]) {
+        for (i, other) in changed.iter().enumerate() {
+            assert_ne!(other, key, "change {i}");
+            for (j, another) in changed.iter().enumerate().skip(i + 1) {
+                assert_ne!(other, another, "changes {i} and {j}");
+            }
+        }
+    }
+
     #[test]
     fn keys_depend_on_every_label_and_value_and_their_boundaries() {
         let key = |fields: &[(&str, &str)]| {

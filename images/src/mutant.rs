@@ -905,12 +905,7 @@ mod tests {
                 ..base
             }),
         ];
-        for (i, other) in changed.iter().enumerate() {
-            assert_ne!(*other, key, "change {i}");
-            for (j, another) in changed.iter().enumerate().skip(i + 1) {
-                assert_ne!(other, another, "changes {i} and {j}");
-            }
-        }
+        crate::cache::tests::assert_all_differ(&key, &changed);
     }
 
     #[test]

@@ -41,7 +41,13 @@ mod request;
 mod serve;
 mod uevents;
 
+use std::os::fd::BorrowedFd;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use nix::errno::Errno;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
 pub use serve::{run_pid1, run_stdio};
 
@@ -92,4 +98,40 @@ pub enum Mode {
 /// between statements, so the data is still usable.
 pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// How often an observer's reader thread checks whether it should stop.
+pub(crate) const STOP_POLL: Duration = Duration::from_millis(100);
+
+/// The reader thread of an observer socket (the link recorder, the uevent
+/// observer): waits until `fd` is readable, checking `stop` every
+/// [`STOP_POLL`], then calls `read` with `state` locked. It ends when `stop`
+/// is set or when `failed` (the state's failure reason) is set, by `read`
+/// or by a failed poll; a failure is logged under `name`.
+pub(crate) fn read_until_stopped<S>(
+    name: &str,
+    fd: BorrowedFd<'_>,
+    stop: &AtomicBool,
+    state: &Mutex<S>,
+    failed: fn(&mut S) -> &mut Option<String>,
+    mut read: impl FnMut(&mut S),
+) {
+    while !stop.load(Ordering::Relaxed) {
+        let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
+        let timeout = PollTimeout::try_from(STOP_POLL).unwrap_or(PollTimeout::MAX);
+        match poll(&mut fds, timeout) {
+            Ok(0) | Err(Errno::EINTR) => continue,
+            Ok(_) => {}
+            Err(e) => {
+                *failed(&mut lock(state)) = Some(format!("poll: {e}"));
+                return;
+            }
+        }
+        let mut state = lock(state);
+        read(&mut state);
+        if let Some(reason) = failed(&mut state) {
+            agent_log!("{name} stopped: {reason}");
+            return;
+        }
+    }
 }

@@ -14,7 +14,7 @@ use std::os::fd::{AsFd, AsRawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use netlink_packet_core::{NetlinkMessage, NetlinkPayload};
 use netlink_packet_route::link::{LinkAttribute, LinkInfo, LinkMessage};
@@ -23,19 +23,15 @@ use netlink_sys::constants::NETLINK_LISTEN_ALL_NSID;
 use netlink_sys::protocols::NETLINK_ROUTE;
 use netlink_sys::Socket;
 use nix::errno::Errno;
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
 use vfrig_agent::proto::{LinkEvent, LinkEventKind};
 
 use super::error::{Error, Result};
-use super::lock;
 use super::netlink::split;
+use super::{lock, read_until_stopped};
 
 /// Most events kept between takes; later ones are dropped (and logged once).
 pub const MAX_EVENTS: usize = 100_000;
-
-/// How often the reader thread checks whether it should stop.
-const STOP_POLL: Duration = Duration::from_millis(100);
 
 /// Receive buffer asked of the kernel, so bursts of events are not lost.
 const SOCKET_BUFFER: usize = 4 << 20;
@@ -162,24 +158,14 @@ fn open_socket() -> Result<Socket> {
 
 impl Shared {
     fn read_loop(&self) {
-        while !self.stop.load(Ordering::Relaxed) {
-            let mut fds = [PollFd::new(self.socket.as_fd(), PollFlags::POLLIN)];
-            let timeout = PollTimeout::try_from(STOP_POLL).unwrap_or(PollTimeout::MAX);
-            match poll(&mut fds, timeout) {
-                Ok(0) | Err(Errno::EINTR) => continue,
-                Ok(_) => {}
-                Err(e) => {
-                    lock(&self.state).failed = Some(format!("poll: {e}"));
-                    return;
-                }
-            }
-            let mut state = lock(&self.state);
-            self.read_available(&mut state);
-            if let Some(reason) = &state.failed {
-                agent_log!("link recorder stopped: {reason}");
-                return;
-            }
-        }
+        read_until_stopped(
+            "link recorder",
+            self.socket.as_fd(),
+            &self.stop,
+            &self.state,
+            |state| &mut state.failed,
+            |state| self.read_available(state),
+        );
     }
 
     /// Moves every datagram waiting on the socket into `state`.

@@ -41,12 +41,11 @@ use std::time::{Duration, Instant};
 use netlink_sys::protocols::NETLINK_KOBJECT_UEVENT;
 use netlink_sys::{Socket, SocketAddr};
 use nix::errno::Errno;
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::socket::{recv, setsockopt, sockopt, MsgFlags};
 use vfrig_agent::proto::NetAdd;
 
 use super::error::{Error, Result};
-use super::lock;
+use super::{lock, read_until_stopped};
 
 /// Where the kernel lists network devices.
 pub const SYS_CLASS_NET: &str = "/sys/class/net";
@@ -63,9 +62,6 @@ pub const FOLLOW_MARGIN: Duration = Duration::from_millis(500);
 
 /// The kernel's uevent multicast group (udev's re-broadcasts use 2).
 const KERNEL_GROUP: u32 = 1;
-
-/// How often the reader thread checks whether it should stop.
-const STOP_POLL: Duration = Duration::from_millis(100);
 
 /// Receive buffer asked of the kernel, so a burst of uevents (a module
 /// load) is not lost.
@@ -269,24 +265,14 @@ fn open_socket() -> Result<Socket> {
 
 impl Shared {
     fn read_loop(&self) {
-        while !self.stop.load(Ordering::Relaxed) {
-            let mut fds = [PollFd::new(self.socket.as_fd(), PollFlags::POLLIN)];
-            let timeout = PollTimeout::try_from(STOP_POLL).unwrap_or(PollTimeout::MAX);
-            match poll(&mut fds, timeout) {
-                Ok(0) | Err(Errno::EINTR) => continue,
-                Ok(_) => {}
-                Err(e) => {
-                    lock(&self.state).failed = Some(format!("poll: {e}"));
-                    return;
-                }
-            }
-            let mut state = lock(&self.state);
-            self.read_available(&mut state);
-            if let Some(reason) = &state.failed {
-                agent_log!("uevent observer stopped: {reason}");
-                return;
-            }
-        }
+        read_until_stopped(
+            "uevent observer",
+            self.socket.as_fd(),
+            &self.stop,
+            &self.state,
+            |state| &mut state.failed,
+            |state| self.read_available(state),
+        );
     }
 
     /// Handles every datagram waiting on the socket.

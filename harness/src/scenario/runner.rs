@@ -688,11 +688,7 @@ impl Run<'_> {
                 let transcript = self.transcript();
                 let mine: Vec<&Entry> = transcript.iter().filter(|t| t.vf == VfId(e.vf)).collect();
                 let problems = check::expect(e, &table, &mine);
-                if problems.is_empty() {
-                    Ok(())
-                } else {
-                    Err(format!("expectation not met:\n  - {}", problems.join("\n  - ")).into())
-                }
+                met(problems)
             }
             Action::Consistent => {
                 let obs = self.settle(None)?;
@@ -746,11 +742,7 @@ impl Run<'_> {
                         ))
                     ));
                 }
-                if problems.is_empty() {
-                    Ok(())
-                } else {
-                    Err(format!("expectation not met:\n  - {}", problems.join("\n  - ")).into())
-                }
+                met(problems)
             }
             Action::Sample { label } => {
                 let sample = self.sample()?;
@@ -773,21 +765,13 @@ impl Run<'_> {
                     ));
                 }
                 self.counters.extend(deltas);
-                if problems.is_empty() {
-                    Ok(())
-                } else {
-                    Err(format!("expectation not met:\n  - {}", problems.join("\n  - ")).into())
-                }
+                met(problems)
             }
             Action::ExpectLinks(e) => {
                 let events = self.agent().record_take().map_err(|e| e.to_string())?;
                 self.recorded.extend(events);
                 let problems = check::expect_links(e, &self.recorded);
-                if problems.is_empty() {
-                    Ok(())
-                } else {
-                    Err(format!("expectation not met:\n  - {}", problems.join("\n  - ")).into())
-                }
+                met(problems)
             }
             Action::Repeat { .. } => unreachable!("repeat is expanded by steps()"),
         }
@@ -971,6 +955,15 @@ impl Run<'_> {
             ),
             views: Some(Value::Object(views)),
         })
+    }
+}
+
+/// An expectation step's verdict: met, or one line per problem.
+fn met(problems: Vec<String>) -> Result<(), StepError> {
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("expectation not met:\n  - {}", problems.join("\n  - ")).into())
     }
 }
 
