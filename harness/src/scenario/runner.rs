@@ -246,6 +246,19 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> anyhow::Result<ScenarioRes
             },
         );
     }
+    if splats.is_empty() {
+        if let Some(first) = run.failures.first_mut() {
+            if lost_the_guest(&first.message) {
+                // The artifacts may be gone (a CI machine): say here what the
+                // guest printed last.
+                let _ = write!(
+                    first.message,
+                    "\n  the guest's console, last lines:\n{}",
+                    console_tail(&rig.vm.console(), CONSOLE_TAIL_LINES)
+                );
+            }
+        }
+    }
     run.teardown();
     let (tables, requests) = rig.daemon.device().with(|engine, _| {
         (
@@ -288,6 +301,27 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> anyhow::Result<ScenarioRes
         },
         artifacts,
     })
+}
+
+/// How much of the console a failure that lost the guest quotes.
+const CONSOLE_TAIL_LINES: usize = 30;
+
+/// Whether a step failed because the guest stopped answering (the agent
+/// timed out or its channel closed) rather than because a check failed.
+fn lost_the_guest(message: &str) -> bool {
+    message.contains("the guest agent did not answer")
+        || message.contains("the guest agent's channel closed")
+}
+
+/// The last `n` lines of `console`, indented.
+fn console_tail(console: &str, n: usize) -> String {
+    let lines: Vec<&str> = console.lines().collect();
+    let start = lines.len().saturating_sub(n);
+    lines[start..]
+        .iter()
+        .map(|l| format!("  | {}", l.trim_end()))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// Whether a run passed, and why in words.
@@ -986,6 +1020,24 @@ mod tests {
             message: message.into(),
             views: None,
         }
+    }
+
+    #[test]
+    fn a_guest_that_stopped_answering_is_told_from_a_failed_check() {
+        let timeout = crate::agent::AgentError::Timeout {
+            what: "run `true`".into(),
+            timeout: Duration::from_secs(70),
+        };
+        assert!(lost_the_guest(&timeout.to_string()));
+        assert!(lost_the_guest(
+            &crate::agent::AgentError::Closed.to_string()
+        ));
+        assert!(!lost_the_guest("vf0: VLAN 100 lost"));
+        let console = (1..=40)
+            .map(|n| format!("line {n}\r\n"))
+            .collect::<String>();
+        let tail = console_tail(&console, 3);
+        assert_eq!(tail, "  | line 38\n  | line 39\n  | line 40");
     }
 
     #[test]
