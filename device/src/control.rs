@@ -13,11 +13,17 @@
 //! | `policy` | `vf`, optional `set` (any of the policy keys) | the VF's policy after the change |
 //! | `fault` | `vf`?, `op`?, `action` (`reject`, `drop`, `delay`, `hold`, `reorder`), `status`?, `delay_ms`?, `count`? (default 1) or `probability`? | `{"rule": index}` |
 //! | `faults` | | the installed rules with their `fired` counts |
-//! | `release` | `vf`? (all VFs when absent) | `{"released": n}` |
+//! | `release` | `vf`? (all VFs when absent), `status`? (a virtchnl status name: refuse instead of handle) | `{"released": n}` |
 //! | `clear` | `what`? (`transcript`, `faults`; both when absent) | `null` |
 //! | `event` | `vf`, `kind` (`link_down`, `link_up`, `link_auto`, `reset`) | `null` |
 //! | `pf_link` | `up` | `null` |
 //! | `quiesce` | | `{"settled": bool, "held": n, "delayed": n, "reordered": n, "undelivered": n}` |
+//! | `mailbox` | `vf` | `{"delivered": n, "waiting": n, "reordered": n}`: frames the VF took from its receive mailbox since it connected, frames queued for it, replies a reorder holds back |
+//!
+//! `release` without `status` hands every held and delayed request to the
+//! PF, as if no fault had applied. With `status` (`"ERR_PARAM"`), each one
+//! is refused instead: it gets the reply a `reject` fault with that status
+//! gives, and the PF model never sees it.
 
 use std::time::Instant;
 
@@ -45,6 +51,8 @@ enum Command {
     Release {
         #[serde(default)]
         vf: Option<u16>,
+        #[serde(default)]
+        status: Option<String>,
     },
     Clear {
         #[serde(default)]
@@ -58,6 +66,9 @@ enum Command {
         up: bool,
     },
     Quiesce {},
+    Mailbox {
+        vf: u16,
+    },
 }
 
 #[derive(Debug, Deserialize)]
@@ -236,11 +247,19 @@ fn execute(engine: &mut Engine, now: Instant, command: Command) -> Result<Value,
             Ok(json!({ "rule": engine.faults().len() - 1 }))
         }
         Command::Faults {} => to_value(engine.faults()),
-        Command::Release { vf } => {
+        Command::Release { vf, status } => {
             if let Some(vf) = vf {
                 check_vf(engine, vf)?;
             }
-            let released = engine.release(now, vf.map(VfId));
+            let released = match status.as_deref() {
+                None => engine.release(now, vf.map(VfId)),
+                Some(name) => {
+                    let status: VirtchnlStatus = name
+                        .parse()
+                        .map_err(|e: virtchnl::Error| format!("release status: {e}"))?;
+                    engine.release_refused(now, vf.map(VfId), status)
+                }
+            };
             Ok(json!({ "released": released }))
         }
         Command::Clear { what } => {
@@ -267,6 +286,13 @@ fn execute(engine: &mut Engine, now: Instant, command: Command) -> Result<Value,
             Ok(Value::Null)
         }
         Command::Quiesce {} => to_value(&engine.quiesce()),
+        Command::Mailbox { vf } => {
+            check_vf(engine, vf)?;
+            let state = engine
+                .mailbox(VfId(vf))
+                .ok_or_else(|| format!("vf{vf} has no mailbox queues"))?;
+            to_value(&state)
+        }
     }
 }
 
@@ -275,10 +301,12 @@ mod tests {
     use std::time::Instant;
 
     use serde_json::Value;
+    use virtchnl::{PfMessage, Request, VersionInfo, VirtchnlOp, VirtchnlStatus};
 
     use super::handle_line;
     use crate::engine::{Engine, EngineConfig};
     use crate::pf::{PfConfig, VfId};
+    use crate::vhost::Pair;
 
     fn engine() -> Engine {
         let config = EngineConfig {
@@ -418,5 +446,100 @@ mod tests {
         assert_eq!(ok(&mut e, r#"{"cmd":"release"}"#)["released"], 0);
         assert!(ok(&mut e, r#"{"cmd":"transcript"}"#).as_array().is_some());
         assert!(error(&mut e, r#"{"cmd":"event","vf":0,"kind":"explode"}"#).contains("explode"));
+    }
+
+    /// Sends `req` from VF `vf` straight to the engine.
+    fn send(e: &mut Engine, vf: u16, req: &Request, cookie: u32) {
+        e.handle_mailbox(Instant::now(), VfId(vf), &req.to_frame(cookie));
+    }
+
+    /// Replies waiting for `vf`, as (cookie, op, status); events are skipped.
+    fn replies(e: &mut Engine, vf: u16) -> Vec<(u32, VirtchnlOp, VirtchnlStatus)> {
+        let mut out = Vec::new();
+        while let Some(frame) = e.receive(VfId(vf), Pair::Mailbox, 4096) {
+            if let Ok((h, PfMessage::Reply(r))) = PfMessage::from_frame(&frame) {
+                out.push((h.cookie, r.op, r.status));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn release_with_a_status_refuses_what_is_held() {
+        let mut e = engine();
+        for vf in [0, 1] {
+            e.connected(VfId(vf));
+        }
+        ok(&mut e, r#"{"cmd":"fault","action":"hold","count":3}"#);
+        send(&mut e, 0, &Request::Version(VersionInfo::V1_1), 7);
+        send(&mut e, 0, &Request::GetOffloadVlanV2Caps, 8);
+        send(&mut e, 1, &Request::Version(VersionInfo::V1_1), 9);
+        assert_eq!(ok(&mut e, r#"{"cmd":"quiesce"}"#)["held"], 3);
+        let r = ok(
+            &mut e,
+            r#"{"cmd":"release","vf":0,"status":"ERR_NOT_SUPPORTED"}"#,
+        );
+        assert_eq!(r["released"], 2);
+        assert_eq!(
+            replies(&mut e, 0),
+            vec![
+                (7, VirtchnlOp::Version, VirtchnlStatus::ErrNotSupported),
+                (
+                    8,
+                    VirtchnlOp::GetOffloadVlanV2Caps,
+                    VirtchnlStatus::ErrNotSupported
+                ),
+            ]
+        );
+        let transcript = ok(&mut e, r#"{"cmd":"transcript"}"#);
+        assert_eq!(
+            transcript[0]["outcome"],
+            serde_json::json!({"replied": "ERR_NOT_SUPPORTED"})
+        );
+        assert_eq!(
+            ok(&mut e, r#"{"cmd":"tables"}"#)["vfs"]["vf0"]["mailbox"]["requests"],
+            0,
+            "the PF never saw them"
+        );
+        // Without a status, vf1's request is handled normally.
+        assert_eq!(ok(&mut e, r#"{"cmd":"release"}"#)["released"], 1);
+        assert_eq!(
+            replies(&mut e, 1),
+            vec![(9, VirtchnlOp::Version, VirtchnlStatus::Success)]
+        );
+        for (line, says) in [
+            (
+                r#"{"cmd":"release","vf":0,"status":"ERR_PARAMS"}"#,
+                "ERR_PARAMS",
+            ),
+            (r#"{"cmd":"release","vf":5,"status":"ERR_PARAM"}"#, "vf5"),
+        ] {
+            assert!(error(&mut e, line).contains(says), "{line}");
+        }
+    }
+
+    #[test]
+    fn mailbox_counts_the_frames_a_vf_took() {
+        let mut e = engine();
+        e.connected(VfId(0));
+        ok(
+            &mut e,
+            r#"{"cmd":"fault","vf":0,"action":"reject","status":"ERR_PARAM"}"#,
+        );
+        send(&mut e, 0, &Request::Version(VersionInfo::V1_1), 1);
+        send(&mut e, 0, &Request::Version(VersionInfo::V1_1), 2);
+        let m = ok(&mut e, r#"{"cmd":"mailbox","vf":0}"#);
+        assert_eq!(
+            m,
+            serde_json::json!({"delivered": 0, "waiting": 2, "reordered": 0})
+        );
+        assert_eq!(replies(&mut e, 0).len(), 2);
+        let m = ok(&mut e, r#"{"cmd":"mailbox","vf":0}"#);
+        assert_eq!(
+            (m["delivered"].clone(), m["waiting"].clone()),
+            (2.into(), 0.into())
+        );
+        assert!(error(&mut e, r#"{"cmd":"mailbox","vf":2}"#).contains("vf2"));
+        assert!(error(&mut e, r#"{"cmd":"mailbox"}"#).contains("vf"));
     }
 }

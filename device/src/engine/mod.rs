@@ -12,11 +12,12 @@
 //! - Inputs: [`Engine::handle_mailbox`], [`Engine::handle_timeout`],
 //!   [`Engine::connected`], [`Engine::disconnected`], host operations through
 //!   [`Engine::admin`], fault control ([`Engine::add_fault`],
-//!   [`Engine::release`], [`Engine::clear_faults`]).
+//!   [`Engine::release`], [`Engine::release_refused`],
+//!   [`Engine::clear_faults`]).
 //! - Outputs: [`Engine::receive`] (the next frame for a VF's receive queue),
 //!   [`Engine::poll_wake`], [`Engine::poll_timeout`].
 //! - Getters: [`Engine::tables`], [`Engine::transcript`], [`Engine::faults`],
-//!   [`Engine::quiesce`].
+//!   [`Engine::quiesce`], [`Engine::mailbox`].
 //!
 //! # Invariants
 //!
@@ -37,7 +38,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use tracing::{debug, warn};
-use virtchnl::{FrameHeader, PfMessage, Reply, Request, VirtchnlOp};
+use virtchnl::{FrameHeader, PfMessage, Reply, Request, VirtchnlOp, VirtchnlStatus};
 
 pub use fault::{FaultAction, FaultRule, Trigger};
 pub use transcript::{summarize, Entry, Outcome};
@@ -79,6 +80,20 @@ pub struct Quiesce {
     pub undelivered: usize,
 }
 
+/// One VF's receive mailbox as the engine sees it: what a VF driver must
+/// have read to have heard everything the PF said.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct MailboxState {
+    /// Frames handed to the VF's receive mailbox queue since its frontend
+    /// connected (every reply and event, whoever produced it: the PF model,
+    /// a `reject` fault or a refused release).
+    pub delivered: u64,
+    /// Frames queued for the VF that it has not picked up yet.
+    pub waiting: usize,
+    /// Replies a `reorder` fault holds back until the next message.
+    pub reordered: usize,
+}
+
 #[derive(Debug)]
 struct HeldRequest {
     seq: u64,
@@ -96,6 +111,8 @@ struct VfQueues {
     data: VecDeque<Vec<u8>>,
     /// Replies held back by a reorder fault, sent after the next mailbox message.
     reordered: VecDeque<Vec<u8>>,
+    /// Mailbox frames taken by [`Engine::receive`] since the connection.
+    mailbox_delivered: u64,
 }
 
 /// The device engine. See the [module docs](self).
@@ -252,11 +269,7 @@ impl Engine {
         match action {
             None => self.process(now, seq, vf, frame, false),
             Some(FaultAction::Reorder) => self.process(now, seq, vf, frame, true),
-            Some(FaultAction::Reject { status }) => {
-                let reply = PfMessage::Reply(Reply::empty(op, status)).to_frame(cookie);
-                self.set_outcome(seq, Outcome::Replied(status.to_string()), now);
-                self.push_mailbox(vf, reply);
-            }
+            Some(FaultAction::Reject { status }) => self.refuse(now, seq, vf, frame, status),
             Some(FaultAction::Drop) => self.set_outcome(seq, Outcome::Dropped, now),
             Some(FaultAction::Delay { delay_ms }) => self.held.push(HeldRequest {
                 seq,
@@ -346,13 +359,39 @@ impl Engine {
     /// arrival order, and sends replies a reorder fault held back. Returns how
     /// many requests were released.
     pub fn release(&mut self, now: Instant, vf: Option<VfId>) -> usize {
+        self.release_with(now, vf, None)
+    }
+
+    /// Like [`Engine::release`], but every held or delayed request of `vf`
+    /// (all VFs with `None`) is refused instead of handled: it gets the reply
+    /// a [`FaultAction::Reject`] with `status` gives (an empty reply with that
+    /// status, the transcript's outcome `Replied(status)`), and the PF model
+    /// never sees it. Returns how many requests were refused.
+    pub fn release_refused(
+        &mut self,
+        now: Instant,
+        vf: Option<VfId>,
+        status: VirtchnlStatus,
+    ) -> usize {
+        self.release_with(now, vf, Some(status))
+    }
+
+    fn release_with(
+        &mut self,
+        now: Instant,
+        vf: Option<VfId>,
+        refuse: Option<VirtchnlStatus>,
+    ) -> usize {
         let (out, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut self.held)
             .into_iter()
             .partition(|h| vf.is_none_or(|v| v == h.vf));
         self.held = kept;
         let released = out.len();
         for h in out {
-            self.process(now, h.seq, h.vf, &h.frame, h.reorder);
+            match refuse {
+                None => self.process(now, h.seq, h.vf, &h.frame, h.reorder),
+                Some(status) => self.refuse(now, h.seq, h.vf, &h.frame, status),
+            }
         }
         for (i, q) in self.vfs.iter_mut().enumerate() {
             let id = VfId(u16::try_from(i).unwrap_or(u16::MAX));
@@ -362,6 +401,18 @@ impl Engine {
             }
         }
         released
+    }
+
+    /// Answers a request with an empty reply with `status`, without the PF
+    /// seeing it: a `reject` fault, or a held request released as refused.
+    fn refuse(&mut self, now: Instant, seq: u64, vf: VfId, frame: &[u8], status: VirtchnlStatus) {
+        // Faults only fire for frames with a header (see `handle_mailbox`).
+        let (op, cookie) =
+            FrameHeader::parse(frame).map_or((VirtchnlOp::Unspecified, 0), |h| (h.op, h.cookie));
+        debug!(%vf, %op, %status, "request refused");
+        let reply = PfMessage::Reply(Reply::empty(op, status)).to_frame(cookie);
+        self.set_outcome(seq, Outcome::Replied(status.to_string()), now);
+        self.push_mailbox(vf, reply);
     }
 
     /// Takes the next frame for `vf`'s receive queue of `pair` that fits in
@@ -374,6 +425,9 @@ impl Engine {
         };
         while let Some(frame) = queue.pop_front() {
             if frame.len() <= capacity {
+                if pair == Pair::Mailbox {
+                    q.mailbox_delivered += 1;
+                }
                 return Some(frame);
             }
             warn!(%vf, ?pair, len = frame.len(), capacity, "receive buffer too small; frame dropped");
@@ -400,6 +454,23 @@ impl Engine {
             reordered,
             undelivered,
         }
+    }
+
+    /// `vf`'s receive mailbox: frames delivered since its frontend connected
+    /// and frames still waiting. `None` for a VF the PF does not have.
+    ///
+    /// A VF driver that has read `delivered` frames, while nothing is
+    /// `waiting`, has heard every message the PF sent it so far, replies
+    /// and events alike. (The PF model's mailbox counters are no substitute:
+    /// they miss the replies of `reject` faults and refused releases, and
+    /// count messages a disconnect discarded.)
+    pub fn mailbox(&self, vf: VfId) -> Option<MailboxState> {
+        let q = self.vfs.get(usize::from(vf.0))?;
+        Some(MailboxState {
+            delivered: q.mailbox_delivered,
+            waiting: q.mailbox.len(),
+            reordered: q.reordered.len(),
+        })
     }
 
     /// Picks the fault action for a request, if a rule fires.

@@ -469,3 +469,129 @@ fn the_transcript_keeps_the_newest_entries_up_to_its_limit() {
         Some("GET_STATS")
     );
 }
+
+#[test]
+fn a_held_request_released_as_refused_gets_the_reject_reply_and_never_reaches_the_pf() {
+    let mut rig = Rig::new(2);
+    rig.bring_up(0);
+    rig.bring_up(1);
+    rig.send(0, &add(&[100]));
+    rig.replies(0);
+    rig.engine
+        .add_fault(rule(None, FaultAction::Hold, Trigger::Count(3)));
+    let first = rig.send(0, &del(&[100]));
+    let other = rig.send(1, &add(&[7]));
+    let second = rig.send(0, &add(&[200]));
+    assert_eq!(rig.engine.quiesce().held, 3);
+
+    let status = VirtchnlStatus::ErrNotSupported;
+    let refused = rig.engine.release_refused(rig.now, Some(VfId(0)), status);
+    assert_eq!(refused, 2, "both of vf0's, not vf1's");
+    assert_eq!(
+        rig.replies(0),
+        vec![
+            (first, VirtchnlOp::DelVlanV2, status),
+            (second, VirtchnlOp::AddVlanV2, status)
+        ],
+        "in arrival order, each with the status given"
+    );
+    assert_eq!(rig.vlans(0), vec![100], "the PF saw neither request");
+    let outcomes: Vec<(&str, &Outcome)> = rig
+        .engine
+        .transcript()
+        .iter()
+        .filter(|e| e.vf == VfId(0) && e.fault.is_some())
+        .map(|e| (e.op.as_str(), &e.outcome))
+        .collect();
+    let refusal = Outcome::Replied("ERR_NOT_SUPPORTED".into());
+    assert_eq!(
+        outcomes,
+        vec![("DEL_VLAN_V2", &refusal), ("ADD_VLAN_V2", &refusal)]
+    );
+    // The same reply a reject fault gives, byte for byte.
+    let mut reject = Rig::new(1);
+    reject.bring_up(0);
+    reject.engine.add_fault(rule(
+        None,
+        FaultAction::Reject { status },
+        Trigger::Count(1),
+    ));
+    reject.cookie = first - 1;
+    reject.send(0, &del(&[100]));
+    let mut held = Rig::new(1);
+    held.bring_up(0);
+    held.engine
+        .add_fault(rule(None, FaultAction::Hold, Trigger::Count(1)));
+    held.cookie = first - 1;
+    held.send(0, &del(&[100]));
+    held.engine.release_refused(held.now, None, status);
+    let refusal = held
+        .engine
+        .receive(VfId(0), Pair::Mailbox, 4096)
+        .expect("the refusal");
+    assert_eq!(
+        Some(refusal),
+        reject.engine.receive(VfId(0), Pair::Mailbox, 4096)
+    );
+
+    // vf1's request is still held; a plain release handles it.
+    assert_eq!(rig.engine.quiesce().held, 1);
+    assert_eq!(rig.engine.release(rig.now, None), 1);
+    assert_eq!(
+        rig.replies(1),
+        vec![(other, VirtchnlOp::AddVlanV2, VirtchnlStatus::Success)]
+    );
+    assert_eq!(rig.vlans(1), vec![7]);
+}
+
+#[test]
+fn the_mailbox_state_counts_every_frame_a_vf_took_whoever_produced_it() {
+    let mut rig = Rig::new(1);
+    assert_eq!(rig.engine.mailbox(VfId(0)), Some(MailboxState::default()));
+    assert_eq!(rig.engine.mailbox(VfId(1)), None, "no such VF");
+    let pf_counted = |rig: &Rig| {
+        let m = rig.engine.tables().vf(0).expect("vf0").mailbox;
+        m.replies_ok + m.replies_err + m.events
+    };
+    rig.bring_up(0); // four replies and two link events, all taken
+    let start = rig.engine.mailbox(VfId(0)).expect("vf0");
+    assert_eq!((start.delivered, start.waiting), (6, 0));
+    assert_eq!(pf_counted(&rig), 6, "without faults, the PF's count agrees");
+
+    // A reject fault and a refused release answer without the PF: the PF's
+    // counters miss them, the engine's do not.
+    let status = VirtchnlStatus::ErrParam;
+    rig.engine.add_fault(rule(
+        None,
+        FaultAction::Reject { status },
+        Trigger::Count(1),
+    ));
+    rig.send(0, &add(&[1]));
+    rig.engine
+        .add_fault(rule(None, FaultAction::Hold, Trigger::Count(1)));
+    rig.send(0, &add(&[2]));
+    rig.engine.release_refused(rig.now, Some(VfId(0)), status);
+    // A PF-initiated reset: RESET_IMPENDING.
+    rig.engine
+        .admin(|pf| pf.reset_vf(VfId(0), true))
+        .expect("vf0 exists");
+    let waiting = rig.engine.mailbox(VfId(0)).expect("vf0");
+    assert_eq!((waiting.delivered, waiting.waiting), (6, 3));
+    assert_eq!(rig.inbox(0).len(), 3);
+    let taken = rig.engine.mailbox(VfId(0)).expect("vf0");
+    assert_eq!((taken.delivered, taken.waiting), (9, 0));
+    assert_eq!(pf_counted(&rig), 7, "only the event went through the PF");
+
+    // A reordered reply is not waiting until it is sent.
+    rig.bring_up(0);
+    rig.engine
+        .add_fault(rule(None, FaultAction::Reorder, Trigger::Count(1)));
+    rig.send(0, &add(&[3]));
+    let held_back = rig.engine.mailbox(VfId(0)).expect("vf0");
+    assert_eq!((held_back.waiting, held_back.reordered), (0, 1));
+
+    // A new connection starts over, as a new driver's counters do.
+    rig.engine.disconnected(rig.now, VfId(0));
+    rig.engine.connected(VfId(0));
+    assert_eq!(rig.engine.mailbox(VfId(0)), Some(MailboxState::default()));
+}
