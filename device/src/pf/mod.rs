@@ -469,6 +469,18 @@ impl Pf {
         info!("PF reset");
     }
 
+    /// Feeds the PF's state to `h`: equal fingerprints answer every later
+    /// input alike. Counters, policies and the time a LEGACY MAC was added
+    /// are left out, as are queued effects: drain [`Pf::poll_effect`] first.
+    /// For an interleaving explorer's visited set.
+    pub fn fingerprint<H: std::hash::Hasher>(&self, h: &mut H) {
+        use std::hash::Hash;
+        (self.vlan_mode, self.link_up, self.link_speed_mbps).hash(h);
+        for vf in &self.vfs {
+            vf.fingerprint(h);
+        }
+    }
+
     /// The next message for a VF. Call after every input until `None`, and
     /// deliver in this order: the order is the PF's.
     #[must_use]

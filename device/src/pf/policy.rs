@@ -19,7 +19,7 @@ pub const ICE_MAX_VLAN_PER_VF: u16 = 8;
 pub const VLAN_N_VID: u16 = 4096;
 
 /// The PF's VLAN mode (ice: single or double VLAN mode, a device-wide setting).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum VlanMode {
     /// SVM: one tag, filtered as the inner tag, TPID 0x8100 only.
@@ -45,7 +45,7 @@ pub enum LinkState {
 /// Who drives a VF, fixed for the VF's life (the host picks it when it
 /// creates the VF, so unlike [`VfPolicy`] it cannot be changed later: it
 /// decides how many queues the VF's virtio-net device has).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum VfRole {
     /// An AVF driver (vfrig's own, like iavf) speaks virtchnl on the

@@ -43,7 +43,7 @@ const LLDP_MACS: [MacAddr; 3] = [
 ];
 
 /// Where a VF is in its life cycle (ice's INIT, ACTIVE and DIS state bits).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum VfPhase {
     /// A reset is in progress (DIS set, INIT clear): every request gets ERR_PARAM.
@@ -184,6 +184,31 @@ impl Vf {
         };
         vf.rebuild();
         vf
+    }
+
+    /// Feeds the VF's configuration to `h`: what decides how it answers
+    /// later requests. Counters and the policy (which only the host
+    /// changes) are left out.
+    pub(crate) fn fingerprint<H: std::hash::Hasher>(&self, h: &mut H) {
+        use std::hash::Hash;
+        (
+            self.role,
+            self.phase,
+            self.version,
+            self.caps,
+            self.vlan_v2_caps,
+        )
+            .hash(h);
+        (self.dev_lan_addr, self.hw_lan_addr, &self.macs).hash(h);
+        self.legacy_last_added.map(|(mac, _)| mac).hash(h);
+        (&self.vlans, self.promisc, self.rx_queues, self.tx_queues).hash(h);
+        (
+            self.vlan_antispoof,
+            self.vlan_pruning,
+            self.vlan_stripping,
+            self.link_reported,
+        )
+            .hash(h);
     }
 
     /// First half of a reset (ice_trigger_vf_reset): the VF stops working at once.

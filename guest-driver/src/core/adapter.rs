@@ -1,6 +1,7 @@
 //! [`Adapter`]: the iavf-like VF state machine. See the [core docs](super).
 
 use std::collections::{BTreeSet, VecDeque};
+use std::hash::{Hash, Hasher};
 use std::time::Instant;
 
 use tracing::{debug, error, info, warn};
@@ -25,7 +26,7 @@ const VLAN_N_VID: u16 = 4096;
 
 /// The sans-IO VF adapter. See the [core docs](super) for the methods by
 /// kind, the order in which to drain the polls, and the state machines.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Adapter {
     config: Config,
     state: State,
@@ -59,7 +60,7 @@ pub struct Adapter {
 }
 
 /// The adapter's life cycle; each state holds only what is valid in it.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 enum State {
     /// Negotiating.
     Init(Init),
@@ -77,7 +78,7 @@ enum State {
 }
 
 /// Negotiation in progress: iavf's init states, one step per request.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Init {
     step: InitStep,
     /// Failed attempts so far.
@@ -92,7 +93,7 @@ struct Init {
     after_reset: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum InitStep {
     /// `__IAVF_STARTUP`: send VERSION.
     Version,
@@ -116,7 +117,7 @@ impl Init {
 }
 
 /// What the PF granted.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Hash)]
 struct Negotiated {
     vsi_id: u16,
     caps: VfCapFlags,
@@ -218,7 +219,7 @@ struct InFlight {
 }
 
 /// The netdev as the kernel last described it.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Hash)]
 struct Netdev {
     up: bool,
     promisc: bool,
@@ -311,6 +312,53 @@ impl Adapter {
     /// reply and the watchdog has nothing left to send.
     pub fn is_idle(&self) -> bool {
         self.in_flight.is_none() && self.aq.is_empty() && !self.send_reset_vf
+    }
+
+    /// Feeds what decides the adapter's future behaviour to `h`: two
+    /// adapters with equal fingerprints answer every later input alike.
+    /// Cookies, counters, deadlines and the configuration are left out, so
+    /// an interleaving explorer can tell equivalent states apart from merely
+    /// different histories. Drain [`Adapter::poll_event`] first: queued
+    /// events are not part of it.
+    pub fn fingerprint<H: Hasher>(&self, h: &mut H) {
+        match &self.state {
+            State::Init(init) => {
+                0u8.hash(h);
+                init.step.hash(h);
+                init.failures.hash(h);
+                init.retry_at.is_some().hash(h);
+                init.pf_version.hash(h);
+                init.negotiated.hash(h);
+                init.after_reset.hash(h);
+            }
+            State::Ready => 1u8.hash(h),
+            State::WaitDevice { .. } => 2u8.hash(h),
+            State::Failed => 3u8.hash(h),
+            State::Removed => 4u8.hash(h),
+        }
+        self.negotiated.hash(h);
+        self.netdev.hash(h);
+        self.hw_mac.hash(h);
+        self.mac_before_change.hash(h);
+        for (mac, filter) in self.macs.iter() {
+            (mac, filter.primary, filter.state as u8).hash(h);
+        }
+        self.vlans.fingerprint(h);
+        self.aq.bits().hash(h);
+        match &self.in_flight {
+            Some(f) => (1u8, f.op, &f.vlans).hash(h),
+            None => 0u8.hash(h),
+        }
+        (
+            self.send_reset_vf,
+            self.running,
+            self.link_up,
+            self.link_speed_mbps,
+            self.carrier,
+            self.queues_enabled,
+            self.pf_promisc,
+        )
+            .hash(h);
     }
 
     /// Everything the adapter believes, for comparison with the PF tables.

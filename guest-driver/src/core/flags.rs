@@ -35,6 +35,10 @@ impl AqFlags {
         AqFlags(0)
     }
 
+    pub(crate) fn bits(self) -> u16 {
+        self.0
+    }
+
     pub(crate) fn is_empty(self) -> bool {
         self.0 == 0
     }

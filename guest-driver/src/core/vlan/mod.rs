@@ -154,6 +154,13 @@ impl VlanFilters {
         }
     }
 
+    /// Feeds the list and the outstanding DEL's VLANs to `h`.
+    pub(crate) fn fingerprint<H: std::hash::Hasher>(&self, h: &mut H) {
+        use std::hash::Hash;
+        self.list.hash(h);
+        self.del_in_flight.hash(h);
+    }
+
     /// `adapter->num_vlan_filters`: every filter in the list, whatever its state.
     pub(crate) fn len(&self) -> usize {
         self.list.len()
