@@ -4,17 +4,38 @@
 //! One thread, polling (the transport has no interrupts). Each turn of the
 //! loop, in order:
 //!
-//! 1. mailbox frames from the PF → [`Adapter::handle_mailbox`];
-//! 2. link messages → [`LinkTracker`] → [`Adapter::handle_netdev`];
-//! 3. [`Adapter::handle_timeout`] when [`Adapter::poll_timeout`] is due;
-//! 4. [`Adapter::poll_transmit`] → the mailbox, then
-//!    [`Adapter::poll_event`] → carrier, MAC, queues, log (the core's
-//!    documented drain order);
-//! 5. frames the kernel sent on the TAP → the PF switch, frames from the
+//! 1. one control request, if a client is waiting (read now, carried out
+//!    at step 4);
+//! 2. mailbox frames from the PF → [`Adapter::handle_mailbox`];
+//! 3. link messages → [`LinkTracker`] → [`Adapter::handle_netdev`];
+//! 4. the control request: switch the watchdog mode, or (manual) run one
+//!    watchdog pass;
+//! 5. with the automatic watchdog only: [`Adapter::handle_timeout`] when
+//!    [`Adapter::poll_timeout`] is due, and [`Adapter::poll_transmit`] →
+//!    the mailbox until it has nothing more;
+//! 6. [`Adapter::poll_event`] → carrier, MAC, queues, log (the core's
+//!    documented drain order), then the control request's reply;
+//! 7. frames the kernel sent on the TAP → the PF switch, frames from the
 //!    switch → the TAP (a bounded batch each way);
-//! 6. one status request, if a client is waiting;
-//! 7. if nothing happened, back off ([`Backoff`]): spin, yield, then sleep
+//! 8. one status request, if a client is waiting;
+//! 9. if nothing happened, back off ([`Backoff`]): spin, yield, then sleep
 //!    up to 4 ms, so an idle driver leaves a TCG guest its CPU.
+//!
+//! # The watchdog modes
+//!
+//! [`WatchdogMode::Auto`] (the default) is the loop above: every turn sends
+//! whatever the adapter has to send and handles its timers.
+//! [`WatchdogMode::Manual`] hands the watchdog to a client of the control
+//! socket `/run/vfrig/vfN.ctl` (`vfrig-driver watchdog`), so a replay can
+//! order watchdog passes against kernel changes and PF answers exactly:
+//! turns still take mailbox frames, link messages and adapter events, but
+//! send nothing and handle no timeout (a request the PF holds for long never
+//! times out); each `step` request runs one pass ([`watchdog_pass`]). Since
+//! the request is read before the turn drains the mailbox and the rtnetlink
+//! socket, a pass sees every kernel change made by commands that returned
+//! before it was asked for. Switching back to auto resumes the timers where
+//! they stand: a request outstanding longer than the reply timeout times
+//! out at once.
 //!
 //! Before the loop, the TAP is created and given the VF's MAC and, with
 //! `--enslave MASTER`, made a slave of MASTER at once (see [`run`]): the
@@ -25,7 +46,8 @@
 //! the loop then ends, the TAP is closed (deleting the interface) and the
 //! device is reset by the transport's drop.
 
-use std::io::{self, Read, Write};
+use std::fmt;
+use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -35,14 +57,16 @@ use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use serde::{Deserialize, Serialize};
 
-use crate::core::{Adapter, Config, Event, LogLevel, NetdevEvent, Status, VlanFsm};
+use virtchnl::VirtchnlOp;
+
+use crate::core::{Adapter, Config, Event, LogLevel, NetdevEvent, Status, Transmit, VlanFsm};
 use crate::netdev::netlink::{self, dump_links, LinkChange, LinkId, LinkListener, LinkTracker};
 use crate::netdev::{self, Tap};
 use crate::transport::backoff::Backoff;
 use crate::transport::pci::{self, VIRTIO_NET_MODERN, VIRTIO_VENDOR};
 use crate::transport::{self as transport, PairId, Selector, VfDevice};
 
-/// Where status sockets live.
+/// Where status and control sockets live.
 pub const STATUS_DIR: &str = "/run/vfrig";
 
 /// Frames moved each way per turn of the loop, so one busy direction
@@ -51,6 +75,16 @@ const BATCH: usize = 32;
 
 /// How long a status client may take to read its line.
 const STATUS_WRITE_TIMEOUT: Duration = Duration::from_millis(200);
+
+/// How long a control client may take to send its request line once
+/// connected, and to read the reply.
+const CONTROL_IO_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// The longest control request line read.
+const CONTROL_LINE_MAX: u64 = 1024;
+
+/// How long a control client waits for the driver's reply.
+const CONTROL_REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -78,6 +112,133 @@ impl DriverOptions {
 /// The status socket of VF `vf`.
 pub fn status_path(vf: u16) -> PathBuf {
     Path::new(STATUS_DIR).join(format!("vf{vf}.sock"))
+}
+
+/// The control socket of VF `vf` (`vfrig-driver watchdog`).
+pub fn control_path(vf: u16) -> PathBuf {
+    Path::new(STATUS_DIR).join(format!("vf{vf}.ctl"))
+}
+
+/// Who runs the driver's watchdog (see the [module docs](self)).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WatchdogMode {
+    /// Every turn of the loop sends what the adapter has and handles its
+    /// timers.
+    #[default]
+    Auto,
+    /// Nothing is sent and no timer handled but in a pass a control client
+    /// asks for.
+    Manual,
+}
+
+impl WatchdogMode {
+    /// The name the control protocol and the status use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WatchdogMode::Auto => "auto",
+            WatchdogMode::Manual => "manual",
+        }
+    }
+}
+
+impl fmt::Display for WatchdogMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What a control client asks of the watchdog.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WatchdogCommand {
+    /// Switch to [`WatchdogMode::Manual`].
+    Manual,
+    /// Switch to [`WatchdogMode::Auto`].
+    Auto,
+    /// Run one watchdog pass (manual mode only).
+    Step,
+}
+
+impl std::str::FromStr for WatchdogCommand {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "manual" => Ok(WatchdogCommand::Manual),
+            "auto" => Ok(WatchdogCommand::Auto),
+            "step" => Ok(WatchdogCommand::Step),
+            other => Err(format!("`{other}`: expected manual, auto or step")),
+        }
+    }
+}
+
+/// A control request: one JSON line, `{"watchdog":"step"}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ControlRequest {
+    /// What to do.
+    pub watchdog: WatchdogCommand,
+}
+
+/// The driver's reply to a control request: one JSON line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ControlReply {
+    /// The request failed: `{"error":"..."}`.
+    Error {
+        /// What went wrong and what to do.
+        error: String,
+    },
+    /// The watchdog mode now: `{"mode":"manual"}`.
+    Mode {
+        /// The mode.
+        mode: WatchdogMode,
+    },
+    /// What one watchdog pass sent: `{"sent":"ADD_VLAN_V2"}`, or
+    /// `{"sent":null}` when it sent nothing.
+    Step {
+        /// The opcode of the pass's request by its kernel name
+        /// (`VirtchnlOp`'s `Display`); RESET_VF when the pass asked for a
+        /// reset.
+        #[serde(deserialize_with = "Option::deserialize")]
+        sent: Option<String>,
+        /// A second request of the same pass: only after a RESET_VF, which
+        /// the adapter follows with nothing today.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        then: Option<String>,
+    },
+}
+
+impl ControlReply {
+    /// The reply for a pass that sent `ops`, in order.
+    pub fn step(ops: &[VirtchnlOp]) -> ControlReply {
+        let mut names = ops.iter().map(ToString::to_string);
+        ControlReply::Step {
+            sent: names.next(),
+            then: names.next(),
+        }
+    }
+}
+
+/// One watchdog pass, as the manual mode runs it: one
+/// [`Adapter::poll_transmit`], and a second one after a RESET_VF (which is
+/// never answered, so the adapter may have its next request ready). Each
+/// request goes to `send` in order; returns their opcodes.
+pub fn watchdog_pass<E>(
+    adapter: &mut Adapter,
+    now: Instant,
+    mut send: impl FnMut(&Transmit) -> Result<(), E>,
+) -> Result<Vec<VirtchnlOp>, E> {
+    let mut sent = Vec::new();
+    while let Some(tx) = adapter.poll_transmit(now) {
+        send(&tx)?;
+        sent.push(tx.op());
+        if tx.op() != VirtchnlOp::ResetVf || sent.len() == 2 {
+            break;
+        }
+    }
+    Ok(sent)
 }
 
 /// Why the driver stopped with an error.
@@ -114,6 +275,55 @@ pub enum DriverError {
         /// The error.
         #[source]
         source: io::Error,
+    },
+    /// The control socket failed.
+    #[error("control socket {}", path.display())]
+    Control {
+        /// The socket.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// Why a control request to a running driver failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    /// Nobody listens on the socket.
+    #[error("cannot connect to {}", path.display())]
+    Connect {
+        /// The socket.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: io::Error,
+    },
+    /// The exchange broke off.
+    #[error("no reply from the driver on {}", path.display())]
+    Exchange {
+        /// The socket.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: io::Error,
+    },
+    /// The driver closed the connection without a reply.
+    #[error(
+        "the driver closed {} without replying; it may have stopped (see its log)",
+        path.display()
+    )]
+    NoReply {
+        /// The socket.
+        path: PathBuf,
+    },
+    /// The reply is not one this client knows.
+    #[error("the driver's reply `{line}` is not understood ({error}); is the driver the same version as this command?")]
+    BadReply {
+        /// The line.
+        line: String,
+        /// The decoding error.
+        error: String,
     },
 }
 
@@ -155,6 +365,12 @@ pub struct DriverCounters {
     pub netdev_refused: u64,
     /// Status requests served.
     pub status_requests: u64,
+    /// Who runs the watchdog.
+    #[serde(default)]
+    pub watchdog: WatchdogMode,
+    /// Watchdog passes run on request (manual mode).
+    #[serde(default)]
+    pub watchdog_steps: u64,
     /// The `--enslave` attempt; absent without `--enslave`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enslave: Option<EnslaveStatus>,
@@ -227,23 +443,27 @@ struct StatusServer {
     path: PathBuf,
 }
 
+/// A non-blocking listener on `path`, replacing a stale socket there.
+fn listen(path: &Path) -> io::Result<UnixListener> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let listener = UnixListener::bind(path)?;
+    listener.set_nonblocking(true)?;
+    Ok(listener)
+}
+
 impl StatusServer {
     fn bind(path: PathBuf) -> Result<StatusServer, DriverError> {
-        let err = |source| DriverError::Status {
-            path: path.clone(),
-            source,
-        };
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(err)?;
+        match listen(&path) {
+            Ok(listener) => Ok(StatusServer { listener, path }),
+            Err(source) => Err(DriverError::Status { path, source }),
         }
-        match std::fs::remove_file(&path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(err(e)),
-        }
-        let listener = UnixListener::bind(&path).map_err(err)?;
-        listener.set_nonblocking(true).map_err(err)?;
-        Ok(StatusServer { listener, path })
     }
 
     /// Serves one waiting client, if any; true if one was served.
@@ -277,6 +497,127 @@ impl Drop for StatusServer {
     }
 }
 
+/// The control socket: one JSON request line in, one JSON reply line out,
+/// per connection.
+#[derive(Debug)]
+struct ControlServer {
+    listener: UnixListener,
+    path: PathBuf,
+}
+
+/// A control client that sent its request and waits for the reply.
+#[derive(Debug)]
+struct PendingControl {
+    stream: UnixStream,
+    /// The request, or why it is not one.
+    request: Result<WatchdogCommand, String>,
+}
+
+impl ControlServer {
+    fn bind(path: PathBuf) -> Result<ControlServer, DriverError> {
+        match listen(&path) {
+            Ok(listener) => Ok(ControlServer { listener, path }),
+            Err(source) => Err(DriverError::Control { path, source }),
+        }
+    }
+
+    /// The request of a waiting client, if one is waiting and sent a line.
+    fn accept(&self) -> Option<PendingControl> {
+        let stream = match self.listener.accept() {
+            Ok((stream, _)) => stream,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return None,
+            Err(err) => {
+                tracing::warn!(%err, "control socket accept failed");
+                return None;
+            }
+        };
+        let read = || -> io::Result<String> {
+            stream.set_nonblocking(false)?;
+            stream.set_read_timeout(Some(CONTROL_IO_TIMEOUT))?;
+            stream.set_write_timeout(Some(CONTROL_IO_TIMEOUT))?;
+            let mut line = String::new();
+            BufReader::new(&stream)
+                .take(CONTROL_LINE_MAX)
+                .read_line(&mut line)?;
+            Ok(line)
+        };
+        let request = match read() {
+            Ok(line) => serde_json::from_str::<ControlRequest>(line.trim())
+                .map(|r| r.watchdog)
+                .map_err(|err| {
+                    format!(
+                        "bad control request `{}`: {err}; send {{\"watchdog\":\"manual\"|\"auto\"|\"step\"}}",
+                        line.trim()
+                    )
+                }),
+            Err(err) => {
+                tracing::debug!(%err, "control client sent no request");
+                return None;
+            }
+        };
+        Some(PendingControl { stream, request })
+    }
+}
+
+impl PendingControl {
+    fn answer(mut self, reply: &ControlReply) {
+        let mut line = match serde_json::to_vec(reply) {
+            Ok(line) => line,
+            Err(err) => serde_json::json!({ "error": format!("cannot encode the reply: {err}") })
+                .to_string()
+                .into_bytes(),
+        };
+        line.push(b'\n');
+        if let Err(err) = self.stream.write_all(&line) {
+            tracing::debug!(%err, "control client went away");
+        }
+    }
+}
+
+impl Drop for ControlServer {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Sends one control request to VF `vf`'s running driver and returns its
+/// reply (which may be [`ControlReply::Error`]).
+pub fn control(vf: u16, command: WatchdogCommand) -> Result<ControlReply, ControlError> {
+    control_at(&control_path(vf), command)
+}
+
+/// [`control`] on the socket at `path`.
+pub fn control_at(path: &Path, command: WatchdogCommand) -> Result<ControlReply, ControlError> {
+    let mut stream = UnixStream::connect(path).map_err(|source| ControlError::Connect {
+        path: path.to_owned(),
+        source,
+    })?;
+    let exchange = |source| ControlError::Exchange {
+        path: path.to_owned(),
+        source,
+    };
+    stream
+        .set_read_timeout(Some(CONTROL_REPLY_TIMEOUT))
+        .map_err(exchange)?;
+    let mut line = serde_json::to_vec(&ControlRequest { watchdog: command })
+        .map_err(|err| exchange(io::Error::other(err)))?;
+    line.push(b'\n');
+    stream.write_all(&line).map_err(exchange)?;
+    let mut reply = String::new();
+    BufReader::new(&stream)
+        .read_line(&mut reply)
+        .map_err(exchange)?;
+    if reply.is_empty() {
+        return Err(ControlError::NoReply {
+            path: path.to_owned(),
+        });
+    }
+    serde_json::from_str(reply.trim()).map_err(|err| ControlError::BadReply {
+        line: reply.trim().to_owned(),
+        error: err.to_string(),
+    })
+}
+
 /// Reads VF `vf`'s status line from its socket.
 pub fn read_status(vf: u16) -> io::Result<String> {
     let mut stream = UnixStream::connect(status_path(vf))?;
@@ -296,11 +637,28 @@ struct Driver {
     listener: LinkListener,
     tracker: LinkTracker,
     status: StatusServer,
+    control: ControlServer,
     counters: DriverCounters,
     queues: bool,
     /// [`LinkListener::overruns`] when last caught up.
     overruns_seen: u64,
     frame: Vec<u8>,
+}
+
+/// Puts one request on the mailbox.
+fn send_request(
+    dev: &mut VfDevice,
+    counters: &mut DriverCounters,
+    tx: &Transmit,
+) -> Result<(), DriverError> {
+    tracing::debug!(op = %tx.op(), cookie = tx.cookie, "mailbox request");
+    dev.send_mailbox(&tx.to_frame())
+        .map_err(|source| DriverError::Transport {
+            step: "sending to the mailbox",
+            source,
+        })?;
+    counters.mailbox_sent += 1;
+    Ok(())
 }
 
 /// Enslaves the interface `name` (index `ifindex`) to `master` (see
@@ -393,6 +751,7 @@ pub fn run(opts: &DriverOptions) -> Result<(), DriverError> {
         .as_deref()
         .map(|master| enslave(tap.name(), me.ifindex, master));
     let status = StatusServer::bind(status_path(opts.vf))?;
+    let control = ControlServer::bind(control_path(opts.vf))?;
     tracing::info!(
         bdf = %dev.bdf(),
         ifname = tap.name(),
@@ -409,6 +768,7 @@ pub fn run(opts: &DriverOptions) -> Result<(), DriverError> {
         listener,
         tracker,
         status,
+        control,
         counters: DriverCounters {
             netlink_messages: early,
             enslave: enslaved,
@@ -441,7 +801,11 @@ impl Driver {
     /// One turn of the loop; true if anything happened.
     fn turn(&mut self, now: Instant) -> Result<bool, DriverError> {
         let transport = |step| move |source| DriverError::Transport { step, source };
-        let mut work = false;
+        // The control request first: whatever happened before it was asked
+        // for is in the mailbox and the rtnetlink socket by now, and is
+        // handled below before the request is carried out.
+        let control = self.control.accept();
+        let mut work = control.is_some();
         while let Some(frame) = self
             .dev
             .recv_mailbox()
@@ -466,21 +830,27 @@ impl Driver {
             }
             work = true;
         }
-        if self.adapter.poll_timeout().is_some_and(|due| due <= now) {
-            self.adapter.handle_timeout(now);
-            work = true;
-        }
-        while let Some(tx) = self.adapter.poll_transmit(now) {
-            tracing::debug!(op = %tx.op(), cookie = tx.cookie, "mailbox request");
-            self.dev
-                .send_mailbox(&tx.to_frame())
-                .map_err(transport("sending to the mailbox"))?;
-            self.counters.mailbox_sent += 1;
-            work = true;
+        let reply = match control.as_ref().map(|c| c.request.clone()) {
+            Some(Ok(command)) => Some(self.control_command(now, command)?),
+            Some(Err(error)) => Some(ControlReply::Error { error }),
+            None => None,
+        };
+        if self.counters.watchdog == WatchdogMode::Auto {
+            if self.adapter.poll_timeout().is_some_and(|due| due <= now) {
+                self.adapter.handle_timeout(now);
+                work = true;
+            }
+            while let Some(tx) = self.adapter.poll_transmit(now) {
+                send_request(&mut self.dev, &mut self.counters, &tx)?;
+                work = true;
+            }
         }
         while let Some(event) = self.adapter.poll_event() {
             self.apply(now, event)?;
             work = true;
+        }
+        if let (Some(client), Some(reply)) = (control, reply) {
+            client.answer(&reply);
         }
         work |= self.move_frames()?;
         let served = self.status.serve(|| StatusReport {
@@ -499,6 +869,41 @@ impl Driver {
             work = true;
         }
         Ok(work)
+    }
+
+    /// Carries out a control request (after the turn took the mailbox and
+    /// the link messages, before the adapter's events are drained).
+    fn control_command(
+        &mut self,
+        now: Instant,
+        command: WatchdogCommand,
+    ) -> Result<ControlReply, DriverError> {
+        let mode = match command {
+            WatchdogCommand::Manual => WatchdogMode::Manual,
+            WatchdogCommand::Auto => WatchdogMode::Auto,
+            WatchdogCommand::Step => {
+                if self.counters.watchdog == WatchdogMode::Auto {
+                    return Ok(ControlReply::Error {
+                        error: format!(
+                            "the watchdog of vf{} runs by itself (auto); switch it to manual \
+                             first: `vfrig-driver watchdog --vf {} manual`",
+                            self.vf, self.vf
+                        ),
+                    });
+                }
+                let (dev, counters) = (&mut self.dev, &mut self.counters);
+                let sent =
+                    watchdog_pass(&mut self.adapter, now, |tx| send_request(dev, counters, tx))?;
+                self.counters.watchdog_steps += 1;
+                tracing::info!(?sent, "watchdog pass");
+                return Ok(ControlReply::step(&sent));
+            }
+        };
+        if self.counters.watchdog != mode {
+            tracing::info!(%mode, "watchdog mode");
+        }
+        self.counters.watchdog = mode;
+        Ok(ControlReply::Mode { mode })
     }
 
     /// Feeds one link message to the tracker and its events to the adapter.
@@ -628,6 +1033,253 @@ mod tests {
         };
         assert_eq!(opts.ifname(), "vf3");
         assert_eq!(status_path(3), Path::new("/run/vfrig/vf3.sock"));
+        assert_eq!(control_path(3), Path::new("/run/vfrig/vf3.ctl"));
+    }
+
+    #[test]
+    fn the_status_says_who_runs_the_watchdog() {
+        let json = serde_json::to_value(report()).unwrap();
+        assert_eq!(json["driver"]["watchdog"], "auto");
+        let mut manual = report();
+        manual.driver.watchdog = WatchdogMode::Manual;
+        let json = serde_json::to_value(&manual).unwrap();
+        assert_eq!(json["driver"]["watchdog"], "manual");
+        // A line from before the watchdog modes reads as auto.
+        let mut old = json["driver"].clone();
+        let fields = old.as_object_mut().unwrap();
+        fields.remove("watchdog");
+        fields.remove("watchdog_steps");
+        let counters: DriverCounters = serde_json::from_value(old).unwrap();
+        assert_eq!(counters.watchdog, WatchdogMode::Auto);
+    }
+
+    #[test]
+    fn control_requests_and_replies_are_one_json_line_each() {
+        for (command, line) in [
+            (WatchdogCommand::Manual, r#"{"watchdog":"manual"}"#),
+            (WatchdogCommand::Auto, r#"{"watchdog":"auto"}"#),
+            (WatchdogCommand::Step, r#"{"watchdog":"step"}"#),
+        ] {
+            let request = ControlRequest { watchdog: command };
+            assert_eq!(serde_json::to_string(&request).unwrap(), line);
+            assert_eq!(
+                serde_json::from_str::<ControlRequest>(line).unwrap(),
+                request
+            );
+            let name = line.split('"').nth(3).unwrap();
+            assert_eq!(name.parse::<WatchdogCommand>(), Ok(command));
+        }
+        assert!("steps"
+            .parse::<WatchdogCommand>()
+            .unwrap_err()
+            .contains("manual, auto or step"));
+        assert!(serde_json::from_str::<ControlRequest>(r#"{"watchdog":"step","vf":0}"#).is_err());
+
+        let replies = [
+            (
+                ControlReply::Mode {
+                    mode: WatchdogMode::Manual,
+                },
+                r#"{"mode":"manual"}"#,
+            ),
+            (
+                ControlReply::step(&[VirtchnlOp::AddVlanV2]),
+                r#"{"sent":"ADD_VLAN_V2"}"#,
+            ),
+            (ControlReply::step(&[]), r#"{"sent":null}"#),
+            (
+                ControlReply::step(&[VirtchnlOp::ResetVf, VirtchnlOp::Version]),
+                r#"{"sent":"RESET_VF","then":"VERSION"}"#,
+            ),
+            (
+                ControlReply::Error { error: "no".into() },
+                r#"{"error":"no"}"#,
+            ),
+        ];
+        for (reply, line) in replies {
+            assert_eq!(serde_json::to_string(&reply).unwrap(), line);
+            assert_eq!(
+                serde_json::from_str::<ControlReply>(line).unwrap(),
+                reply,
+                "{line}"
+            );
+        }
+        // Something else is not taken for a pass that sent nothing.
+        assert!(serde_json::from_str::<ControlReply>(r#"{"released":1}"#).is_err());
+    }
+
+    /// A PF model answering an adapter's requests in memory.
+    struct Pf(vfrig_device::pf::Pf);
+
+    impl Pf {
+        fn new() -> Pf {
+            let config = vfrig_device::pf::PfConfig {
+                num_vfs: 1,
+                ..vfrig_device::pf::PfConfig::default()
+            };
+            Pf(vfrig_device::pf::Pf::new(config).unwrap())
+        }
+
+        /// Hands `tx` to the PF and its replies and events to `adapter`.
+        fn answer(&mut self, adapter: &mut Adapter, now: Instant, tx: &Transmit) {
+            let vf = vfrig_device::pf::VfId(0);
+            self.0.handle_mailbox(now, vf, &tx.to_frame());
+            while let Some(effect) = self.0.poll_effect() {
+                adapter.handle_mailbox(now, &effect.to_frame());
+            }
+        }
+    }
+
+    #[test]
+    fn a_watchdog_pass_sends_at_most_the_one_request_the_adapter_has() {
+        let now = Instant::now();
+        let mut adapter = Adapter::new(Config::default());
+        let mut pf = Pf::new();
+        let mut sent = Vec::new();
+        let pass = |adapter: &mut Adapter, sent: &mut Vec<Transmit>| {
+            watchdog_pass(adapter, now, |tx| {
+                sent.push(tx.clone());
+                Ok::<(), ()>(())
+            })
+            .unwrap()
+        };
+        assert_eq!(pass(&mut adapter, &mut sent), vec![VirtchnlOp::Version]);
+        assert_eq!(
+            pass(&mut adapter, &mut sent),
+            vec![],
+            "VERSION waits for its reply"
+        );
+        pf.answer(&mut adapter, now, &sent[0]);
+        assert_eq!(
+            pass(&mut adapter, &mut sent),
+            vec![VirtchnlOp::GetVfResources]
+        );
+        assert_eq!(sent.len(), 2);
+        // A send that fails ends the pass with its error.
+        pf.answer(&mut adapter, now, &sent[1]);
+        let err = watchdog_pass(&mut adapter, now, |_| Err("mailbox full"));
+        assert_eq!(err, Err("mailbox full"));
+    }
+
+    #[test]
+    fn a_pass_that_asks_for_a_reset_sends_reset_vf_alone() {
+        let start = Instant::now();
+        let mut adapter = Adapter::new(Config::default());
+        let mut pf = Pf::new();
+        // Negotiate, answering everything, until the adapter is idle.
+        for _ in 0..16 {
+            let mut sent = Vec::new();
+            watchdog_pass(&mut adapter, start, |tx| {
+                sent.push(tx.clone());
+                Ok::<(), ()>(())
+            })
+            .unwrap();
+            let Some(tx) = sent.pop() else { break };
+            pf.answer(&mut adapter, start, &tx);
+        }
+        assert_eq!(
+            adapter.phase(),
+            crate::core::Phase::Down,
+            "{:?}",
+            adapter.status()
+        );
+        adapter.handle_netdev(NetdevEvent::Up).unwrap();
+        let mut ops = Vec::new();
+        let first = watchdog_pass(&mut adapter, start, |tx| {
+            ops.push(tx.op());
+            Ok::<(), ()>(())
+        });
+        assert_eq!(first.unwrap().len(), 1, "{ops:?}");
+        // The PF never answers; the reply timer runs out.
+        let late = start + adapter.config().reply_timeout + Duration::from_secs(1);
+        adapter.handle_timeout(late);
+        let reset = watchdog_pass(&mut adapter, late, |_| Ok::<(), ()>(())).unwrap();
+        assert_eq!(reset, vec![VirtchnlOp::ResetVf]);
+        assert_eq!(
+            ControlReply::step(&reset),
+            ControlReply::Step {
+                sent: Some("RESET_VF".into()),
+                then: None
+            }
+        );
+    }
+
+    #[test]
+    fn the_control_server_answers_one_request_per_connection() {
+        let dir = std::env::temp_dir().join(format!("vfrig-control-{}", std::process::id()));
+        let path = dir.join("vf3.ctl");
+        let server = ControlServer::bind(path.clone()).unwrap();
+        assert!(server.accept().is_none(), "nobody is waiting yet");
+        let wait_for_client = |server: &ControlServer| {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                if let Some(pending) = server.accept() {
+                    return pending;
+                }
+                assert!(Instant::now() < deadline, "the client never connected");
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        };
+        for (command, reply) in [
+            (
+                WatchdogCommand::Manual,
+                ControlReply::Mode {
+                    mode: WatchdogMode::Manual,
+                },
+            ),
+            (
+                WatchdogCommand::Step,
+                ControlReply::step(&[VirtchnlOp::DelVlanV2]),
+            ),
+        ] {
+            let client = {
+                let path = path.clone();
+                std::thread::spawn(move || control_at(&path, command))
+            };
+            let pending = wait_for_client(&server);
+            assert_eq!(pending.request, Ok(command));
+            pending.answer(&reply);
+            assert_eq!(client.join().unwrap().unwrap(), reply);
+        }
+
+        // A line that is not a request gets an error reply.
+        let client = {
+            let path = path.clone();
+            std::thread::spawn(move || {
+                let mut stream = UnixStream::connect(&path).unwrap();
+                stream.write_all(b"{\"watchdog\":\"nap\"}\n").unwrap();
+                let mut text = String::new();
+                stream.read_to_string(&mut text).unwrap();
+                text
+            })
+        };
+        let pending = wait_for_client(&server);
+        let error = pending.request.clone().unwrap_err();
+        assert!(
+            error.contains("nap") && error.contains("\"step\""),
+            "{error}"
+        );
+        pending.answer(&ControlReply::Error { error });
+        let text = client.join().unwrap();
+        assert!(
+            text.starts_with("{\"error\":") && text.ends_with("}\n"),
+            "{text}"
+        );
+
+        // A client whose driver goes away without a reply is told so.
+        let client = {
+            let path = path.clone();
+            std::thread::spawn(move || control_at(&path, WatchdogCommand::Step))
+        };
+        drop(wait_for_client(&server));
+        let err = client.join().unwrap().unwrap_err();
+        assert!(matches!(err, ControlError::NoReply { .. }), "{err}");
+
+        drop(server);
+        assert!(!path.exists(), "the socket is removed on drop");
+        let err = control_at(&path, WatchdogCommand::Auto).unwrap_err();
+        assert!(err.to_string().starts_with("cannot connect to"), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

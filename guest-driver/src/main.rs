@@ -13,6 +13,12 @@
 //!   what the kernel does to it and serves its status on
 //!   `/run/vfrig/vfN.sock` until SIGTERM or SIGINT.
 //! - `status --vf N`: prints the running driver's status (one JSON line).
+//! - `watchdog --vf N manual|auto|step`: hands the running driver's
+//!   watchdog to the caller (`manual`: nothing is sent to the PF and no
+//!   reply times out until asked) or gives it back (`auto`), printing
+//!   `{"mode":"manual"}`; or, in manual mode, runs one watchdog pass and
+//!   prints what it sent, `{"sent":"ADD_VLAN_V2"}` or `{"sent":null}`.
+//!   Talks to the driver over `/run/vfrig/vfN.ctl`.
 //!
 //! Logs go to stderr (`RUST_LOG`, default `warn`). Exit status 0 on
 //! success, 1 on failure (the error and its causes on stderr), 2 on a bad
@@ -24,7 +30,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use vfrig_guest_driver::core::VlanFsm;
-use vfrig_guest_driver::driver::{self, DriverOptions};
+use vfrig_guest_driver::driver::{self, ControlReply, DriverOptions, WatchdogCommand};
 use vfrig_guest_driver::netdev;
 use vfrig_guest_driver::transport::selftest::{self, SelftestOptions};
 use vfrig_guest_driver::transport::{Bdf, Selector};
@@ -45,6 +51,9 @@ enum Command {
     Run(RunArgs),
     /// Print a running driver's status as one JSON line.
     Status(StatusArgs),
+    /// Take over a running driver's watchdog (manual), give it back (auto),
+    /// or run one watchdog pass (step); prints one JSON line.
+    Watchdog(WatchdogArgs),
 }
 
 #[derive(Debug, Args)]
@@ -75,6 +84,19 @@ struct StatusArgs {
 }
 
 #[derive(Debug, Args)]
+struct WatchdogArgs {
+    /// The VF's number.
+    #[arg(long)]
+    vf: u16,
+    /// `manual`: the driver sends nothing to the PF and lets no reply time
+    /// out but in a pass asked for; `auto`: its loop runs the watchdog
+    /// again (the default); `step`: one watchdog pass (manual mode only),
+    /// after everything the kernel and the PF did before it was asked for.
+    #[arg(value_name = "manual|auto|step", value_parser = parse_watchdog)]
+    action: WatchdogCommand,
+}
+
+#[derive(Debug, Args)]
 struct SelftestArgs {
     /// PCI address of the VF (default: the first 1af4:1041 function not
     /// held by another vfrig-driver).
@@ -96,6 +118,10 @@ fn parse_ifname(text: &str) -> Result<String, String> {
     netdev::check_ifname(text)
         .map(|()| text.to_owned())
         .map_err(|err| err.to_string())
+}
+
+fn parse_watchdog(text: &str) -> Result<WatchdogCommand, String> {
+    text.parse()
 }
 
 fn selftest(args: SelftestArgs) -> Result<(), String> {
@@ -140,6 +166,23 @@ fn status(args: StatusArgs) -> Result<(), String> {
         .map_err(|err| format!("cannot write the status: {err}"))
 }
 
+fn watchdog(args: WatchdogArgs) -> Result<(), String> {
+    let reply = driver::control(args.vf, args.action).map_err(|err| {
+        format!(
+            "{}; is `vfrig-driver run --vf {}` running?",
+            driver::error_chain(&err),
+            args.vf
+        )
+    })?;
+    if let ControlReply::Error { error } = reply {
+        return Err(error);
+    }
+    let line =
+        serde_json::to_string(&reply).map_err(|err| format!("cannot encode the reply: {err}"))?;
+    writeln!(std::io::stdout().lock(), "{line}")
+        .map_err(|err| format!("cannot write the reply: {err}"))
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
@@ -153,6 +196,7 @@ fn main() -> ExitCode {
         Command::Selftest(args) => selftest(args),
         Command::Run(args) => run(args),
         Command::Status(args) => status(args),
+        Command::Watchdog(args) => watchdog(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -167,7 +211,9 @@ fn main() -> ExitCode {
 mod tests {
     use clap::{CommandFactory, Parser};
 
-    use super::{Cli, Command, RunArgs};
+    use vfrig_guest_driver::driver::WatchdogCommand;
+
+    use super::{Cli, Command, RunArgs, WatchdogArgs};
 
     fn run_args(args: &[&str]) -> Result<RunArgs, clap::Error> {
         let argv = ["vfrig-driver", "run"].iter().chain(args);
@@ -175,6 +221,33 @@ mod tests {
             Command::Run(args) => Ok(args),
             other => panic!("not `run`: {other:?}"),
         }
+    }
+
+    fn watchdog_args(args: &[&str]) -> Result<WatchdogArgs, clap::Error> {
+        let argv = ["vfrig-driver", "watchdog"].iter().chain(args);
+        match Cli::try_parse_from(argv)?.command {
+            Command::Watchdog(args) => Ok(args),
+            other => panic!("not `watchdog`: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn watchdog_takes_a_vf_and_manual_auto_or_step() {
+        for (word, command) in [
+            ("manual", WatchdogCommand::Manual),
+            ("auto", WatchdogCommand::Auto),
+            ("step", WatchdogCommand::Step),
+        ] {
+            let args = watchdog_args(&["--vf", "2", word]).expect(word);
+            assert_eq!((args.vf, args.action), (2, command));
+        }
+        let err = watchdog_args(&["--vf", "0", "pause"]).expect_err("not a command");
+        assert_eq!(err.kind(), clap::error::ErrorKind::ValueValidation);
+        assert!(err.to_string().contains("manual, auto or step"), "{err}");
+        let err = watchdog_args(&["step"]).expect_err("no VF");
+        assert!(err.to_string().contains("--vf"), "{err}");
+        let err = watchdog_args(&["--vf", "0"]).expect_err("no command");
+        assert!(err.to_string().contains("manual|auto|step"), "{err}");
     }
 
     #[test]
