@@ -26,6 +26,10 @@ vm *ARGS:
 nightly *ARGS:
     VFRIG_REPEAT_SCALE=10 VFRIG_SEED=$(od -An -N4 -tu4 /dev/urandom | tr -d ' ') cargo rig test --profile nightly -- {{ARGS}}
 
+# The interleaving explorer over the driver core and the PF model (no VM).
+explore *ARGS:
+    cargo rig explore {{ARGS}}
+
 # Format all crates.
 fmt:
     cargo fmt --all
@@ -44,9 +48,11 @@ seed value:
     VFRIG_SEED={{value}} cargo test -p vfrig-device --test pf_sequences
 
 # Benchmarks: the PF core and the vhost-user path (criterion), VM boot time
-# against a bare boot of the same kernel, and the guest driver.
+# against a bare boot of the same kernel, the guest driver, and the
+# interleaving explorer's states per second.
 bench:
     cargo bench -p vfrig-device
+    cargo bench -p vfrig-explorer --bench explore
     cargo bench -p vfrig-harness --bench boot
     cargo bench -p vfrig-harness --bench driver
 

@@ -146,6 +146,24 @@ impl Kind {
         }
     }
 
+    /// One sentence on what it is.
+    pub fn about(self) -> &'static str {
+        match self {
+            Kind::LostAcrossDownUp => "a VLAN the kernel kept is missing on the PF after the interface went down and up (iavf report, problem 1)",
+            Kind::DisableOverwroteRemove => "iavf_down's DISABLE overwrote a concurrent REMOVE: a VLAN the user deleted stays in the driver, to be re-added on up (iavf report, problem 1)",
+            Kind::DelFreedThenRejected => "a DEL was freed as soon as it was sent; the PF refused it and kept a filter nothing tracks (iavf report, problem 2)",
+            Kind::V1AddStuck => "ADD_VLAN (V1) has no completion handler: the filter stays IS_NEW for ever (iavf report, problem 3)",
+            Kind::NetnsMoveLeak => "a netns move's implicit VLAN deletions raced with its down: the filter stays counted with no netdev (iavf report)",
+            Kind::SpoofDropWindow => "a VLAN is missing on the PF while traffic flows with VLAN anti-spoof on: its frames are dropped (iavf report, problem 1)",
+            Kind::StuckFilter => "a filter stuck in a transitional state",
+            Kind::UntrackedFilter => "a filter on the PF that nothing tracks",
+            Kind::DriverPfMismatch => "the driver's view of the PF differs from the PF's table",
+            Kind::VlanLeaked => "the driver or the PF holds a VLAN the kernel removed",
+            Kind::VlanLost => "a VLAN the kernel has is missing on the PF",
+            Kind::OverLimit => "a filter count past the PF's limit",
+        }
+    }
+
     /// Parses [`Kind::name`].
     pub fn from_name(name: &str) -> Option<Kind> {
         Kind::ALL.iter().copied().find(|k| k.name() == name)

@@ -36,5 +36,5 @@ pub mod world;
 
 pub use invariant::{check, Invariant, Kind, Violation};
 pub use search::{explore, Bounds, Exploration, Finding, Strategy};
-pub use trace::{render, replay, scenario, shrink, ReplayError, Step};
+pub use trace::{counterpart, render, replay, scenario, shrink, ReplayError, Step};
 pub use world::{default_rejects, Alphabet, Input, Model, VlanOps, World};

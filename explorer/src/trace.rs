@@ -7,7 +7,7 @@ use serde::Serialize;
 use vfrig_guest_driver::core::VlanFsm;
 
 use crate::invariant::{check, Kind, Violation};
-use crate::world::{Effect, Input, Model, VlanOps, World, MACS};
+use crate::world::{Effect, Input, Model, NotEnabled, VlanOps, World, MACS};
 
 /// One input of a replayed trace and what came of it.
 #[derive(Debug, Clone, Serialize)]
@@ -122,6 +122,68 @@ pub fn shrink(model: &Model, trace: &[Input], kind: Kind) -> Vec<Input> {
     }
 }
 
+/// The same schedule on another machine: `trace`'s kernel operations and
+/// PF decisions, in the same order, replayed on `model` with `fsm`. Where
+/// that machine has nothing to send or answer, the watchdog pass or answer
+/// is left out; a refusal of something the model may not refuse is an
+/// answer; and the trace is run to rest at the end. The result replays
+/// exactly: `cargo rig run` confirms a fix on it.
+pub fn counterpart(
+    model: &Model,
+    fsm: VlanFsm,
+    trace: &[Input],
+) -> Result<(Model, Vec<Input>), ReplayError> {
+    let other = Model {
+        fsm,
+        ..model.clone()
+    };
+    let mut w = World::start(&other).map_err(ReplayError::Start)?;
+    let mut out = Vec::new();
+    for (i, &input) in trace.iter().enumerate() {
+        let candidates = w.candidates(&other);
+        let input = match input {
+            Input::Refuse if !candidates.contains(&Input::Refuse) => Input::Answer,
+            other => other,
+        };
+        if !candidates.contains(&input) {
+            if matches!(input, Input::Watchdog | Input::Answer) {
+                continue;
+            }
+            return Err(ReplayError::NotEnabled { n: i + 1, input });
+        }
+        let mut next = w.clone();
+        match next.apply_in(&other, input) {
+            Ok(_) => {
+                w = next;
+                out.push(input);
+            }
+            Err(NotEnabled::NoOp(_)) => {}
+            Err(NotEnabled::Impossible(_)) => {
+                return Err(ReplayError::NotEnabled { n: i + 1, input })
+            }
+        }
+    }
+    for _ in 0..64 {
+        if w.is_quiescent() {
+            return Ok((other, out));
+        }
+        let input = if w.mailbox.is_some() {
+            Input::Answer
+        } else {
+            Input::Watchdog
+        };
+        w.apply_in(&other, input)
+            .map_err(|_| ReplayError::NotEnabled {
+                n: out.len() + 1,
+                input,
+            })?;
+        out.push(input);
+    }
+    Err(ReplayError::Start(
+        "the counterpart does not come to rest".into(),
+    ))
+}
+
 /// The trace as a numbered list, each input with both cores afterwards.
 pub fn render(steps: &[Step]) -> String {
     let mut out = String::new();
@@ -140,7 +202,7 @@ pub fn render(steps: &[Step]) -> String {
     out
 }
 
-/// Writes a shrunk trace as a scenario file for `cargo rig run`.
+/// Writes a replayed trace as a scenario file for `cargo rig run`.
 ///
 /// The VM starts where the model does (vf0 up, settled), then the driver's
 /// watchdog goes manual and every input becomes one step: a kernel change
@@ -148,24 +210,31 @@ pub fn render(steps: &[Step]) -> String {
 /// model sent, then one pass that must send it; the PF's answer is a
 /// `release`, a refusal a `release` with the status. So the VM goes through
 /// the same ordering, and a divergence fails the step where it happens. The
-/// scenario ends with a consistency check, which the legacy machine must
-/// fail with the invariant the model broke and the fixed machine must pass.
-pub fn scenario(model: &Model, name: &str, steps: &[Step]) -> Result<String, String> {
+/// scenario ends with a consistency check: when the trace ends in a
+/// violation, the scenario expects to fail with its invariant (the VM's
+/// check names it the same way); otherwise it must pass. `about` goes into
+/// the description.
+pub fn scenario(model: &Model, name: &str, steps: &[Step], about: &str) -> Result<String, String> {
     let last = steps.last().ok_or("an empty trace")?;
-    let v = last
-        .violations
-        .iter()
-        .find(|v| v.invariant.checked_in_vm())
-        .ok_or_else(|| {
-            format!(
-                "the trace breaks only {}, which the VM's consistency check cannot see at rest",
-                last.violations
-                    .iter()
-                    .map(|v| v.invariant.name())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )
-        })?;
+    let expect = if last.violations.is_empty() {
+        None
+    } else {
+        Some(
+            last.violations
+                .iter()
+                .find(|v| v.invariant.checked_in_vm())
+                .ok_or_else(|| {
+                    format!(
+                        "the trace breaks only {}, which the VM's consistency check cannot see at rest",
+                        last.violations
+                            .iter()
+                            .map(|v| v.invariant.name())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                })?,
+        )
+    };
     let fsm = match model.fsm {
         VlanFsm::Legacy => "legacy",
         VlanFsm::Fixed => "fixed",
@@ -173,16 +242,15 @@ pub fn scenario(model: &Model, name: &str, steps: &[Step]) -> Result<String, Str
     let mut out = String::new();
     let _ = writeln!(out, "name = \"{name}\"");
     let _ = writeln!(out, "description = \"\"\"");
+    let _ = writeln!(out, "{}", about.trim_end());
     let _ = writeln!(
         out,
-        "Found by `cargo rig explore` on the {fsm} VLAN state machine ({} PF):",
+        "\nThe schedule, on the {fsm} VLAN state machine and a {} PF:\n",
         match model.vlan_ops {
             VlanOps::V2 => "VLAN V2",
-            VlanOps::V1 => "VLAN V1 only",
+            VlanOps::V1 => "VLAN V1-only",
         }
     );
-    let _ = writeln!(out, "{} ({}). The shrunk trace:", v.kind, v.invariant);
-    let _ = writeln!(out);
     for s in steps {
         let what = match (&s.effect.op, &s.effect.status) {
             (Some(op), Some(status)) => format!(" [{op} -> {status}]"),
@@ -191,16 +259,26 @@ pub fn scenario(model: &Model, name: &str, steps: &[Step]) -> Result<String, Str
         };
         let _ = writeln!(out, "{:>3}. {}{}", s.n, s.input, what);
     }
-    let _ = writeln!(out);
     let _ = writeln!(
         out,
-        "The driver's watchdog is manual and the PF holds each request until the\n\
-         trace answers it, so the VM goes through the same ordering. The legacy\n\
-         machine must break {}; the fixed one must pass.",
-        v.invariant
+        "\nThe driver's watchdog is manual and the PF holds each request until the\n\
+         schedule answers it, so the VM goes through the same ordering."
     );
+    match expect {
+        Some(v) => {
+            let _ = writeln!(out, "It must end in {} ({}).", v.invariant, v.kind);
+        }
+        None => {
+            let _ = writeln!(out, "It must end consistent.");
+        }
+    }
     let _ = writeln!(out, "\"\"\"");
-    let _ = writeln!(out, "expect_fail_on = {{ {fsm} = \"{}\" }}", v.invariant);
+    if model.fsm == VlanFsm::Legacy {
+        let _ = writeln!(out, "driver = {{ vlan_fsm = \"legacy\" }}");
+    }
+    if let Some(v) = expect {
+        let _ = writeln!(out, "expect_fail = \"{}\"", v.invariant);
+    }
     if model.vlan_ops == VlanOps::V1 {
         let _ = writeln!(out, "\n[pf.vf0]\nvlan_v2 = false");
     }
@@ -279,11 +357,14 @@ pub fn scenario(model: &Model, name: &str, steps: &[Step]) -> Result<String, Str
             Input::VfReset => step(&mut out, "pf_event = { vf = 0, kind = \"reset\" }"),
         }
     }
-    let _ = writeln!(
-        out,
-        "\n# The state the model reached breaks {}.",
-        v.invariant
-    );
+    match expect {
+        Some(v) => {
+            let _ = writeln!(out, "\n# The model ends here breaking {}.", v.invariant);
+        }
+        None => {
+            let _ = writeln!(out, "\n# The model ends here at rest and consistent.");
+        }
+    }
     step(&mut out, "consistent = true");
     Ok(out)
 }

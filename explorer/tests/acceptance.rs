@@ -159,8 +159,8 @@ fn a_trace_becomes_a_scenario_that_replays_each_input() {
     let e = explore(&model, Strategy::Bfs, BOUNDS).expect("the model starts");
     let f = &e.findings[&Kind::DelFreedThenRejected];
     let steps = replay(&model, &f.trace).expect("replays");
-    let toml = scenario(&model, "explored-test", &steps).expect("a scenario");
-    assert!(toml.contains("expect_fail_on = { legacy = \"no-untracked-pf-filter\" }"));
+    let toml = scenario(&model, "explored-test", &steps, "about").expect("a scenario");
+    assert!(toml.contains("expect_fail = \"no-untracked-pf-filter\""));
     assert!(toml.contains("release = { vf = 0, status = \"ERR_PARAM\" }"));
     assert!(toml.contains("watchdog = { vf = 0, expect = \"DEL_VLAN_V2\" }"));
     assert!(toml.contains("fault = { vf = 0, op = \"DEL_VLAN_V2\", action = \"hold\" }"));

@@ -20,6 +20,7 @@
 #![deny(missing_docs)]
 
 pub mod agent;
+pub mod explore;
 pub mod image;
 pub mod paths;
 pub mod process;

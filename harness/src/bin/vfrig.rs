@@ -42,6 +42,52 @@ enum Cmd {
     /// cycles, a bond and a netns move, first with the fixed VLAN state
     /// machine, then with the legacy one, and the difference.
     Demo,
+    /// The interleaving explorer: enumerate orderings of kernel operations,
+    /// driver watchdog passes and PF answers between the driver core and the
+    /// PF model, check the filter invariants in every state, shrink what
+    /// breaks them, and write each shrunk trace as a scenario file that a VM
+    /// replays. No VM is booted.
+    Explore(ExploreArgs),
+}
+
+#[derive(Debug, Args)]
+struct ExploreArgs {
+    /// The driver's VLAN state machine.
+    #[arg(long, value_name = "fixed|legacy", default_value = "legacy")]
+    vlan_fsm: VlanFsm,
+    /// The PF's VLAN opcodes: v2 (VLAN_V2), v1 (VLAN only) or both (two
+    /// explorations).
+    #[arg(long, value_name = "v2|v1|both", default_value = "both")]
+    vlan_ops: String,
+    /// The most inputs in one ordering.
+    #[arg(long, default_value_t = 12)]
+    depth: usize,
+    /// The most states to expand per exploration (random walks: inputs applied).
+    #[arg(long, default_value_t = 2_000_000)]
+    budget: u64,
+    /// The search: bfs (shortest traces first), dfs, or random walks.
+    #[arg(long, value_name = "bfs|dfs|random", default_value = "bfs")]
+    strategy: String,
+    /// Seed of the random walks (implies --strategy random).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// The kinds of input, comma-separated: vlans, down-up, netns, mac, link, reset.
+    #[arg(long, default_value = "vlans,down-up,netns")]
+    alphabet: String,
+    /// The VLAN ids the kernel uses, comma-separated.
+    #[arg(long, default_value = "10,20", value_delimiter = ',')]
+    vids: Vec<u16>,
+    /// A request the PF may refuse: OP or OP=STATUS (default ERR_PARAM), by
+    /// kernel name; repeatable; `none` for no refusals. Default: the four
+    /// VLAN filter requests.
+    #[arg(long, value_name = "OP[=STATUS]")]
+    reject: Vec<String>,
+    /// Where to write the shrunk traces as scenario files.
+    #[arg(long, value_name = "DIR", default_value = "target/vfrig/explored")]
+    write: PathBuf,
+    /// Print one JSON object on stdout instead of text.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -146,14 +192,20 @@ struct VmArgs {
 
 #[allow(clippy::print_stdout, clippy::print_stderr)]
 fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // The explorer drives the cores through millions of states: their
+    // warnings (a refused VLAN, ...) are its inputs, not news.
+    let default_filter = match cli.command {
+        Cmd::Explore(_) => "warn,vfrig_guest_driver=error,vfrig_device=error",
+        _ => "warn",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter)),
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
     match run(cli) {
         Ok(code) => code,
         Err(err) => {
@@ -186,6 +238,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Run(args) => run_scenarios(args),
         Cmd::Test(args) => test(args),
         Cmd::Demo => demo(),
+        Cmd::Explore(args) => explore(args),
     }
 }
 
@@ -419,4 +472,82 @@ fn demo() -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+#[allow(clippy::print_stdout)]
+fn explore(args: ExploreArgs) -> anyhow::Result<ExitCode> {
+    use vfrig_explorer::{Alphabet, Bounds, Model, Strategy, VlanOps};
+    let ops = match args.vlan_ops.as_str() {
+        "v2" => vec![VlanOps::V2],
+        "v1" => vec![VlanOps::V1],
+        "both" => vec![VlanOps::V2, VlanOps::V1],
+        other => anyhow::bail!("--vlan-ops {other}: use v2, v1 or both"),
+    };
+    let strategy = match (args.strategy.as_str(), args.seed) {
+        (_, Some(seed)) => Strategy::Random { seed },
+        ("bfs", None) => Strategy::Bfs,
+        ("dfs", None) => Strategy::Dfs,
+        ("random", None) => Strategy::Random { seed: 0 },
+        (other, None) => anyhow::bail!("--strategy {other}: use bfs, dfs or random"),
+    };
+    let alphabet = Alphabet::parse(&args.alphabet).map_err(anyhow::Error::msg)?;
+    if let Some(bad) = args.vids.iter().find(|v| !(1..=4094).contains(*v)) {
+        anyhow::bail!("--vids: VLAN id {bad} is out of range; use 1..=4094");
+    }
+    let reject = parse_rejects(&args.reject)?;
+    let models = ops
+        .into_iter()
+        .map(|vlan_ops| Model {
+            fsm: vfrig_harness::explore::core_fsm(args.vlan_fsm),
+            vlan_ops,
+            vids: args.vids.clone(),
+            alphabet,
+            reject: reject.clone(),
+        })
+        .collect();
+    let opts = vfrig_harness::explore::ExploreOptions {
+        models,
+        strategy,
+        bounds: Bounds {
+            depth: args.depth,
+            budget: args.budget,
+        },
+        write: Some(args.write),
+    };
+    let explored = vfrig_harness::explore::run(&opts)?;
+    if args.json {
+        println!("{}", vfrig_harness::explore::json(&explored));
+    } else {
+        print!("{}", vfrig_harness::explore::text(&explored));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `--reject OP[=STATUS]` values; none given: the VLAN filter requests.
+fn parse_rejects(
+    specs: &[String],
+) -> anyhow::Result<std::collections::BTreeMap<virtchnl::VirtchnlOp, virtchnl::VirtchnlStatus>> {
+    use virtchnl::{VirtchnlOp, VirtchnlStatus};
+    if specs.is_empty() {
+        return Ok(vfrig_explorer::default_rejects());
+    }
+    let mut out = std::collections::BTreeMap::new();
+    for spec in specs {
+        if spec == "none" {
+            continue;
+        }
+        let (op, status) = spec.split_once('=').unwrap_or((spec.as_str(), "ERR_PARAM"));
+        let op = VirtchnlOp::ALL
+            .iter()
+            .copied()
+            .find(|o| o.c_name() == Some(op))
+            .with_context(|| format!("--reject {spec}: no virtchnl opcode is called {op}"))?;
+        let status = VirtchnlStatus::ALL
+            .iter()
+            .copied()
+            .find(|s| s.c_name() == Some(status) || s.to_string() == status)
+            .with_context(|| format!("--reject {spec}: no virtchnl status is called {status}"))?;
+        out.insert(op, status);
+    }
+    Ok(out)
 }
