@@ -17,7 +17,9 @@ use vfrig_images::Flavour;
 use virtchnl::{MacAddr, VirtchnlOp, VirtchnlStatus};
 
 /// The driver's VLAN filter state machine (`vfrig-driver run --vlan-fsm`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Deserialize, serde::Serialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum VlanFsm {
     /// The machine with the iavf fixes.
@@ -85,11 +87,42 @@ pub struct Scenario {
     pub pf: BTreeMap<u16, PolicyPatch>,
     /// When set, the scenario must fail with a message containing this.
     pub expect_fail: Option<String>,
+    /// Per VLAN state machine, the symptom the scenario must fail with when
+    /// run with that machine; with any other machine it must pass. Empty
+    /// unless the file has `expect_fail_on` (then `expect_fail` is `None`).
+    pub expect_fail_on: BTreeMap<VlanFsm, String>,
     /// VFs plugged when the VM boots: all but those the first hot-plug step
     /// of which is `hotplug`.
     pub vfs_at_boot: Vec<u16>,
     /// The steps, in order.
     pub steps: Vec<Step>,
+}
+
+impl Scenario {
+    /// The symptom the scenario must fail with when its driver runs `fsm`,
+    /// or `None` when it must pass: `expect_fail_on`'s entry for `fsm` if
+    /// the file has `expect_fail_on`, else `expect_fail`.
+    pub fn expected_failure(&self, fsm: VlanFsm) -> Option<&str> {
+        if self.expect_fail_on.is_empty() {
+            self.expect_fail.as_deref()
+        } else {
+            self.expect_fail_on.get(&fsm).map(String::as_str)
+        }
+    }
+
+    /// The VLAN state machines the scenario is meant to run with: its own
+    /// (`driver.vlan_fsm`) first, then every other one `expect_fail_on`
+    /// names.
+    pub fn machines(&self) -> Vec<VlanFsm> {
+        let mut out = vec![self.vlan_fsm];
+        out.extend(
+            self.expect_fail_on
+                .keys()
+                .copied()
+                .filter(|f| *f != self.vlan_fsm),
+        );
+        out
+    }
 }
 
 /// Who binds a VF in the guest.
@@ -211,6 +244,9 @@ pub enum Action {
     Release {
         /// For this VF, or every VF.
         vf: Option<u16>,
+        /// Refuse what is held with this status (its kernel name,
+        /// `ERR_PARAM`) instead of handing it to the PF.
+        status: Option<String>,
         /// How long to wait for something to be held first, in ms.
         timeout_ms: Option<u64>,
     },
@@ -265,6 +301,67 @@ pub enum Action {
     },
     /// Counters that must have grown since a sample.
     ExpectGrew(ExpectGrew),
+    /// Switch the watchdog of a VF's driver to manual or back to auto
+    /// (`vfrig-driver watchdog --vf N manual|auto`).
+    Watchdog {
+        /// The VF.
+        vf: u16,
+        /// The mode.
+        mode: WatchdogMode,
+    },
+    /// One watchdog pass of a VF's driver in manual mode
+    /// (`vfrig-driver watchdog --vf N step`).
+    WatchdogStep {
+        /// The VF.
+        vf: u16,
+        /// What the pass must send, if the scenario says.
+        expect: Option<PassSends>,
+    },
+}
+
+/// Who runs a VF driver's watchdog.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WatchdogMode {
+    /// The driver's loop, every turn (the default).
+    Auto,
+    /// The scenario: one pass per `watchdog = { vf = N }` step.
+    Manual,
+}
+
+impl WatchdogMode {
+    /// The name `vfrig-driver watchdog` takes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WatchdogMode::Auto => "auto",
+            WatchdogMode::Manual => "manual",
+        }
+    }
+}
+
+/// What a watchdog pass must send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PassSends {
+    /// Nothing (`expect = "none"`).
+    Nothing,
+    /// A request with this opcode, by its kernel name (`ADD_VLAN_V2`).
+    Op(String),
+}
+
+impl PassSends {
+    /// What a pass sent, from `vfrig-driver watchdog step`'s `sent`.
+    pub fn from_sent(sent: Option<&str>) -> PassSends {
+        sent.map_or(PassSends::Nothing, |op| PassSends::Op(op.to_owned()))
+    }
+}
+
+impl fmt::Display for PassSends {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PassSends::Nothing => f.write_str("nothing"),
+            PassSends::Op(op) => f.write_str(op),
+        }
+    }
 }
 
 /// What a `record` step records.
@@ -349,8 +446,11 @@ impl Action {
                 f.op.as_deref().unwrap_or("any request"),
                 f.vf.map_or("*".to_owned(), |v| v.to_string())
             ),
-            Action::Release { vf, .. } => format!(
-                "release what the PF holds for vf{}",
+            Action::Release { vf, status, .. } => format!(
+                "{} what the PF holds for vf{}",
+                status
+                    .as_deref()
+                    .map_or("release".to_owned(), |s| format!("refuse with {s}")),
                 vf.map_or("*".to_owned(), |v| v.to_string())
             ),
             Action::PfEvent { vf, kind } => format!("PF event {} on vf{vf}", kind.as_str()),
@@ -373,6 +473,14 @@ impl Action {
             Action::ExpectGrew(e) => {
                 format!("expect {} grown since `{}`", e.counters.join(", "), e.since)
             }
+            Action::Watchdog { vf, mode } => format!("watchdog of vf{vf}: {}", mode.as_str()),
+            Action::WatchdogStep { vf, expect } => format!(
+                "one watchdog pass of vf{vf}{}",
+                expect
+                    .as_ref()
+                    .map(|e| format!(", which must send {e}"))
+                    .unwrap_or_default()
+            ),
         }
     }
 
@@ -399,6 +507,7 @@ impl Action {
             Action::ExpectUevents(_) => "expect_uevents",
             Action::Sample { .. } => "sample",
             Action::ExpectGrew(_) => "expect_grew",
+            Action::Watchdog { .. } | Action::WatchdogStep { .. } => "watchdog",
         }
     }
 }
@@ -586,6 +695,8 @@ struct RawFile {
     #[serde(default)]
     expect_fail: Option<String>,
     #[serde(default)]
+    expect_fail_on: Option<Spanned<BTreeMap<Spanned<String>, Spanned<String>>>>,
+    #[serde(default)]
     step: Vec<Spanned<RawStep>>,
 }
 
@@ -628,6 +739,7 @@ struct RawStep {
     expect_uevents: Option<ExpectUevents>,
     sample: Option<String>,
     expect_grew: Option<ExpectGrew>,
+    watchdog: Option<RawWatchdog>,
     // Modifiers.
     may_fail: Option<bool>,
     vm: Option<u16>,
@@ -641,6 +753,18 @@ struct RawStep {
 struct RawRelease {
     #[serde(default)]
     vf: Option<u16>,
+    #[serde(default)]
+    status: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWatchdog {
+    vf: u16,
+    #[serde(default)]
+    mode: Option<WatchdogMode>,
+    #[serde(default)]
+    expect: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -696,6 +820,10 @@ struct Check {
     samples: BTreeSet<String>,
     /// The scenario has a failover primary.
     has_primary: bool,
+    /// VFs the guest kernel binds (no vfrig driver, no watchdog).
+    kernel_vfs: BTreeSet<u16>,
+    /// VFs whose driver's watchdog an earlier step made manual.
+    manual: BTreeSet<u16>,
 }
 
 impl Parser<'_> {
@@ -840,6 +968,7 @@ impl Parser<'_> {
         };
         let mut check = Check {
             has_primary: failover.is_some(),
+            kernel_vfs: roles.keys().copied().collect(),
             ..Check::default()
         };
         let steps = self.steps(raw.step, vfs, &mut check)?;
@@ -848,6 +977,10 @@ impl Parser<'_> {
                 return Err(self.error(&(0..0), "expect_fail must name the symptom"));
             }
         }
+        let expect_fail_on = match raw.expect_fail_on {
+            None => BTreeMap::new(),
+            Some(table) => self.expect_fail_on(table, raw.expect_fail.is_some())?,
+        };
         let vfs_at_boot = (0..vfs)
             .filter(|vf| check.first_plug.get(vf) != Some(&true))
             .collect();
@@ -864,9 +997,50 @@ impl Parser<'_> {
             mutant,
             pf,
             expect_fail: raw.expect_fail,
+            expect_fail_on,
             vfs_at_boot,
             steps,
         })
+    }
+
+    /// `expect_fail_on = { legacy = "symptom" }`, checked.
+    fn expect_fail_on(
+        &self,
+        table: Spanned<BTreeMap<Spanned<String>, Spanned<String>>>,
+        has_expect_fail: bool,
+    ) -> Result<BTreeMap<VlanFsm, String>, ParseError> {
+        let span = table.span();
+        if has_expect_fail {
+            return Err(self.error(
+                &span,
+                "expect_fail and expect_fail_on do not go together: expect_fail is the \
+                 symptom whatever the machine, expect_fail_on the symptom per machine (the \
+                 scenario must pass with the machines it does not name)",
+            ));
+        }
+        let table = table.into_inner();
+        if table.is_empty() {
+            return Err(self.error(
+                &span,
+                "expect_fail_on names no VLAN state machine; write \
+                 expect_fail_on = { legacy = \"symptom\" }",
+            ));
+        }
+        let mut out = BTreeMap::new();
+        for (key, symptom) in table {
+            let fsm: VlanFsm = key
+                .get_ref()
+                .parse()
+                .map_err(|e: String| self.error(&key.span(), format!("expect_fail_on: {e}")))?;
+            if symptom.get_ref().trim().is_empty() {
+                return Err(self.error(
+                    &symptom.span(),
+                    format!("expect_fail_on.{fsm} must name the symptom"),
+                ));
+            }
+            out.insert(fsm, symptom.into_inner());
+        }
+        Ok(out)
     }
 
     /// A `vfN` key of the table `table` (`pf.`), checked against `vfs`.
@@ -927,6 +1101,7 @@ impl Parser<'_> {
             ("expect_uevents", s.expect_uevents.is_some()),
             ("sample", s.sample.is_some()),
             ("expect_grew", s.expect_grew.is_some()),
+            ("watchdog", s.watchdog.is_some()),
         ]
         .into_iter()
         .filter_map(|(k, p)| p.then_some(k))
@@ -937,7 +1112,8 @@ impl Parser<'_> {
                 [] => return Err(err(
                     "a step needs one action: guest, background, stop, repeat, parallel, fault, \
                      release, pf_event, hotplug, unplug, primary, settle, expect, consistent, \
-                     snapshot, record, expect_links, expect_uevents, sample or expect_grew"
+                     snapshot, record, expect_links, expect_uevents, sample, expect_grew or \
+                     watchdog"
                         .into(),
                 )),
                 many => {
@@ -1054,14 +1230,28 @@ impl Parser<'_> {
                 Action::Fault(fault)
             }
             "release" => {
-                let vf = s.release.and_then(|r| r.vf);
+                let (vf, status) = s.release.map(|r| (r.vf, r.status)).unwrap_or_default();
                 if let Some(vf) = vf {
                     check_vf(vf, "release")?;
                 }
+                let status = match status {
+                    None => None,
+                    Some(name) => Some(
+                        name.parse::<VirtchnlStatus>()
+                            .map_err(|e| err(format!("release status: {e}")))?
+                            .to_string(),
+                    ),
+                };
                 Action::Release {
                     vf,
+                    status,
                     timeout_ms: s.timeout_ms,
                 }
+            }
+            "watchdog" => {
+                let w = s.watchdog.unwrap_or_else(|| unreachable!());
+                check_vf(w.vf, "watchdog")?;
+                watchdog_action(w, check).map_err(err)?
             }
             "pf_event" => {
                 let ev = s.pf_event.unwrap_or_else(|| unreachable!());
@@ -1076,6 +1266,8 @@ impl Parser<'_> {
                 let vf = s.hotplug.or(s.unplug).map(|v| v.vf).unwrap_or_default();
                 check_vf(vf, keyword)?;
                 check.first_plug.entry(vf).or_insert(plug);
+                // A new driver starts with the automatic watchdog.
+                check.manual.remove(&vf);
                 if plug {
                     Action::Hotplug { vf }
                 } else {
@@ -1212,6 +1404,52 @@ impl Parser<'_> {
         };
         Ok(Step { action, pos })
     }
+}
+
+/// A `watchdog` step: a mode switch, or one pass (with what it must send).
+fn watchdog_action(w: RawWatchdog, check: &mut Check) -> Result<Action, String> {
+    let vf = w.vf;
+    if check.kernel_vfs.contains(&vf) {
+        return Err(format!(
+            "watchdog names vf{vf}, which the guest kernel binds ([roles]): it has no vfrig \
+             driver and no watchdog"
+        ));
+    }
+    let expect = match (w.mode, w.expect) {
+        (Some(_), Some(_)) => {
+            return Err(
+                "watchdog: `mode` switches the watchdog, `expect` checks one pass; \
+                        write them in two steps"
+                    .into(),
+            )
+        }
+        (Some(mode), None) => {
+            if mode == WatchdogMode::Manual {
+                check.manual.insert(vf);
+            } else {
+                check.manual.remove(&vf);
+            }
+            return Ok(Action::Watchdog { vf, mode });
+        }
+        (None, expect) => expect,
+    };
+    if !check.manual.contains(&vf) {
+        return Err(format!(
+            "a watchdog pass needs vf{vf}'s watchdog in manual mode: add a step \
+             `watchdog = {{ vf = {vf}, mode = \"manual\" }}` before it"
+        ));
+    }
+    let expect = match expect.as_deref() {
+        None => None,
+        Some(none) if none.eq_ignore_ascii_case("none") => Some(PassSends::Nothing),
+        Some(op) => {
+            let op = op.parse::<VirtchnlOp>().map_err(|e| {
+                format!("watchdog expect: {e}; write an opcode (\"ADD_VLAN_V2\") or \"none\"")
+            })?;
+            Some(PassSends::Op(op.to_string()))
+        }
+    };
+    Ok(Action::WatchdogStep { vf, expect })
 }
 
 /// Checks the form of an `expect_grew` counter name.
@@ -1398,6 +1636,179 @@ expect_uevents = { ifname = "eth1", adds = 1, without_master_at_least = 1 }
         assert!(e.starts_with("t.toml:4:1: ") && e.contains("no vf4"), "{e}");
         let e = error("name = \"x\"\n[[step]]\nexpect_uevents = { adds = 1 }\n");
         assert!(e.contains("record = \"uevents\""), "{e}");
+    }
+
+    #[test]
+    fn replay_keys_parse() {
+        let s = parse_str(
+            r#"
+name = "r"
+expect_fail_on = { legacy = "driver-matches-intent" }
+
+[[step]]
+watchdog = { vf = 0, mode = "manual" }
+
+[[step]]
+fault = { vf = 0, op = "ADD_VLAN_V2", action = "hold" }
+
+[[step]]
+watchdog = { vf = 0, expect = "add_vlan_v2" }
+
+[[step]]
+release = { vf = 0, status = "err_param" }
+
+[[step]]
+watchdog = { vf = 0, expect = "none" }
+
+[[step]]
+watchdog = { vf = 0 }
+
+[[step]]
+watchdog = { vf = 0, mode = "auto" }
+
+[[step]]
+release = { vf = 0 }
+"#,
+        )
+        .expect("valid");
+        assert_eq!(s.expect_fail, None);
+        assert_eq!(
+            s.expect_fail_on,
+            BTreeMap::from([(VlanFsm::Legacy, "driver-matches-intent".to_owned())])
+        );
+        let actions: Vec<&Action> = s.steps.iter().map(|s| &s.action).collect();
+        assert_eq!(
+            actions,
+            [
+                &Action::Watchdog {
+                    vf: 0,
+                    mode: WatchdogMode::Manual
+                },
+                &s.steps[1].action,
+                &Action::WatchdogStep {
+                    vf: 0,
+                    expect: Some(PassSends::Op("ADD_VLAN_V2".into()))
+                },
+                &Action::Release {
+                    vf: Some(0),
+                    status: Some("ERR_PARAM".into()),
+                    timeout_ms: None
+                },
+                &Action::WatchdogStep {
+                    vf: 0,
+                    expect: Some(PassSends::Nothing)
+                },
+                &Action::WatchdogStep {
+                    vf: 0,
+                    expect: None
+                },
+                &Action::Watchdog {
+                    vf: 0,
+                    mode: WatchdogMode::Auto
+                },
+                &Action::Release {
+                    vf: Some(0),
+                    status: None,
+                    timeout_ms: None
+                },
+            ]
+        );
+        assert_eq!(s.steps[2].action.keyword(), "watchdog");
+        assert_eq!(
+            s.steps[2].action.summary(),
+            "one watchdog pass of vf0, which must send ADD_VLAN_V2"
+        );
+        assert_eq!(
+            s.steps[3].action.summary(),
+            "refuse with ERR_PARAM what the PF holds for vf0"
+        );
+    }
+
+    #[test]
+    fn expect_fail_on_picks_the_symptom_by_machine() {
+        let s = parse_str("name = \"x\"\nexpect_fail_on = { legacy = \"stuck\" }\n").unwrap();
+        assert_eq!(s.machines(), vec![VlanFsm::Fixed, VlanFsm::Legacy]);
+        assert_eq!(s.expected_failure(VlanFsm::Fixed), None);
+        assert_eq!(s.expected_failure(VlanFsm::Legacy), Some("stuck"));
+        let s = parse_str(
+            "name = \"x\"\ndriver = { vlan_fsm = \"legacy\" }\n\
+             expect_fail_on = { legacy = \"a\", fixed = \"b\" }\n",
+        )
+        .unwrap();
+        assert_eq!(s.machines(), vec![VlanFsm::Legacy, VlanFsm::Fixed]);
+        assert_eq!(s.expected_failure(VlanFsm::Fixed), Some("b"));
+        // Without expect_fail_on, expect_fail holds whatever the machine.
+        let s = parse_str("name = \"x\"\nexpect_fail = \"lost\"\n").unwrap();
+        assert_eq!(s.machines(), vec![VlanFsm::Fixed]);
+        assert_eq!(s.expected_failure(VlanFsm::Legacy), Some("lost"));
+        assert_eq!(s.expected_failure(VlanFsm::Fixed), Some("lost"));
+    }
+
+    #[test]
+    fn replay_key_mistakes_are_explained_where_they_are() {
+        let manual = "[[step]]\nwatchdog = { vf = 0, mode = \"manual\" }\n";
+        let e = error(&format!(
+            "name = \"x\"\n{manual}[[step]]\nwatchdog = {{ vf = 0, mode = \"auto\", expect = \"none\" }}\n"
+        ));
+        assert!(
+            e.starts_with("t.toml:4:1: ") && e.contains("two steps"),
+            "{e}"
+        );
+        let e = error("name = \"x\"\n[[step]]\nwatchdog = { vf = 0 }\n");
+        assert!(
+            e.starts_with("t.toml:2:1: ") && e.contains("mode = \"manual\""),
+            "{e}"
+        );
+        let e = error(&format!(
+            "name = \"x\"\n{manual}[[step]]\nwatchdog = {{ vf = 0, expect = \"ADD_VLAN_V3\" }}\n"
+        ));
+        assert!(
+            e.starts_with("t.toml:4:1: ") && e.contains("ADD_VLAN_V3") && e.contains("none"),
+            "{e}"
+        );
+        let e = error("name = \"x\"\n[[step]]\nwatchdog = { vf = 0, mode = \"paused\" }\n");
+        assert!(e.starts_with("t.toml:3:") && e.contains("paused"), "{e}");
+        let e = error("name = \"x\"\n[[step]]\nwatchdog = { vf = 1, mode = \"manual\" }\n");
+        assert!(e.contains("vf1") && e.contains("vfs"), "{e}");
+        let e = error(
+            "name = \"x\"\nvfs = 2\n[roles]\nvf1 = \"kernel\"\n[[step]]\nwatchdog = { vf = 1, mode = \"manual\" }\n",
+        );
+        assert!(e.contains("guest kernel binds"), "{e}");
+        let e = error(&format!(
+            "name = \"x\"\n{manual}[[step]]\nwatchdog = {{ vf = 0 }}\ntimeout_ms = 5\n"
+        ));
+        assert!(e.contains("timeout_ms") && e.contains("watchdog"), "{e}");
+        // A hot-plug starts a new driver, with the automatic watchdog.
+        let e = error(&format!(
+            "name = \"x\"\n{manual}[[step]]\nunplug = {{ vf = 0 }}\n[[step]]\nhotplug = {{ vf = 0 }}\n[[step]]\nwatchdog = {{ vf = 0 }}\n"
+        ));
+        assert!(e.starts_with("t.toml:8:1: ") && e.contains("manual"), "{e}");
+        let e = error("name = \"x\"\n[[step]]\nrelease = { vf = 0, status = \"ERR_NOPE\" }\n");
+        assert!(
+            e.starts_with("t.toml:2:1: ") && e.contains("release status") && e.contains("ERR_NOPE"),
+            "{e}"
+        );
+
+        let e = error("name = \"x\"\nexpect_fail = \"a\"\nexpect_fail_on = { legacy = \"b\" }\n");
+        assert!(
+            e.starts_with("t.toml:3:18: ") && e.contains("do not go together"),
+            "{e}"
+        );
+        let e = error("name = \"x\"\nexpect_fail_on = { legasy = \"b\" }\n");
+        assert!(
+            e.starts_with("t.toml:2:20: ") && e.contains("legasy") && e.contains("fixed or legacy"),
+            "{e}"
+        );
+        let e = error("name = \"x\"\nexpect_fail_on = { legacy = \" \" }\n");
+        assert!(
+            e.starts_with("t.toml:2:29: ") && e.contains("expect_fail_on.legacy"),
+            "{e}"
+        );
+        let e = error("name = \"x\"\nexpect_fail_on = {}\n");
+        assert!(
+            e.starts_with("t.toml:2:18: ") && e.contains("names no"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -14,7 +14,7 @@ use vfrig_device::pf::{Tables, VfId};
 use super::check::counters::{self, CounterDelta, Sample, GUEST_COUNTERS_CMD};
 use super::check::uevents::{self, UeventSummary};
 use super::check::{self, Comparison, DriverView, KernelView, KERNEL_VIEW_CMD};
-use super::format::{Action, Recorder, Role, Scenario, Step, VlanFsm};
+use super::format::{Action, PassSends, Recorder, Role, Scenario, Step, VlanFsm, WatchdogMode};
 use super::snapshot;
 use crate::image::{self, ImageOptions};
 use crate::qemu::{AccelChoice, VfKind};
@@ -64,7 +64,8 @@ pub struct ScenarioResult {
     pub file: PathBuf,
     /// The VLAN state machine it ran with.
     pub vlan_fsm: VlanFsm,
-    /// The symptom it was expected to fail with, if any.
+    /// The symptom it was expected to fail with with that machine, if any
+    /// (`expect_fail`, or `expect_fail_on`'s entry for the machine).
     pub expect_fail: Option<String>,
     /// Whether it passed: it ran to the end, or failed with the expected
     /// symptom.
@@ -145,6 +146,8 @@ struct Run<'a> {
     samples: BTreeMap<String, Sample>,
     counters: Vec<CounterDelta>,
     plugged: BTreeSet<u16>,
+    /// VFs whose driver's watchdog a `watchdog` step made manual.
+    manual: BTreeSet<u16>,
     backgrounds: BTreeSet<String>,
     timings: Timings,
     last_vlans: String,
@@ -206,6 +209,7 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> anyhow::Result<ScenarioRes
         samples: BTreeMap::new(),
         counters: Vec::new(),
         plugged: BTreeSet::new(),
+        manual: BTreeSet::new(),
         backgrounds: BTreeSet::new(),
         timings: Timings {
             boot_s: rig.vm.boot().ready_after.as_secs_f64(),
@@ -280,12 +284,13 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> anyhow::Result<ScenarioRes
             crate::ui::say(format!("shutting the VM down: {err}"));
         }
     }
-    let (passed, verdict) = verdict(scenario.expect_fail.as_deref(), failure.as_ref());
+    let expected = scenario.expected_failure(fsm);
+    let (passed, verdict) = verdict(expected, failure.as_ref());
     Ok(ScenarioResult {
         name: scenario.name.clone(),
         file: scenario.path.clone(),
         vlan_fsm: fsm,
-        expect_fail: scenario.expect_fail.clone(),
+        expect_fail: expected.map(str::to_owned),
         passed,
         failure,
         more_failures,
@@ -448,6 +453,8 @@ impl Run<'_> {
     }
 
     fn start_driver(&mut self, vf: u16) -> Result<(), StepError> {
+        // A new driver runs its own watchdog.
+        self.manual.remove(&vf);
         let mut cmd = format!(
             "RUST_LOG=info exec vfrig-driver run --vf {vf} --vlan-fsm {}",
             self.fsm
@@ -493,6 +500,7 @@ impl Run<'_> {
     /// Stops a driver and keeps its log in the artifacts.
     fn stop_driver(&mut self, vf: u16) -> String {
         self.plugged.remove(&vf);
+        self.manual.remove(&vf);
         let log = match self.agent().stop(&driver_job(vf)) {
             Ok(out) => out.stderr,
             Err(err) => format!("(the driver's output is unavailable: {err})"),
@@ -670,7 +678,11 @@ impl Run<'_> {
                 .control(&fault.command())
                 .map(|_| ())
                 .map_err(Into::into),
-            Action::Release { vf, timeout_ms } => {
+            Action::Release {
+                vf,
+                status,
+                timeout_ms,
+            } => {
                 let wait = scaled(Duration::from_millis(timeout_ms.unwrap_or(3000)));
                 let deadline = Instant::now() + wait;
                 while !self.holds(*vf) && Instant::now() < deadline {
@@ -680,14 +692,64 @@ impl Run<'_> {
                 if let Some(vf) = vf {
                     cmd["vf"] = (*vf).into();
                 }
+                if let Some(status) = status {
+                    cmd["status"] = status.as_str().into();
+                }
                 let released = self.control(&cmd)?;
-                self.say(format!("  released {}", released["released"]));
+                self.say(format!(
+                    "  {} {}",
+                    if status.is_some() {
+                        "refused"
+                    } else {
+                        "released"
+                    },
+                    released["released"]
+                ));
+                let manual: Vec<u16> = match vf {
+                    Some(vf) => self.manual.iter().copied().filter(|m| m == vf).collect(),
+                    None => self.manual.iter().copied().collect(),
+                };
+                for vf in manual {
+                    self.wait_heard(vf)?;
+                }
                 Ok(())
             }
-            Action::PfEvent { vf, kind } => self
-                .control(&json!({"cmd": "event", "vf": vf, "kind": kind.as_str()}))
-                .map(|_| ())
-                .map_err(Into::into),
+            Action::PfEvent { vf, kind } => {
+                self.control(&json!({"cmd": "event", "vf": vf, "kind": kind.as_str()}))?;
+                if self.manual.contains(vf) {
+                    self.wait_heard(*vf)?;
+                }
+                Ok(())
+            }
+            Action::Watchdog { vf, mode } => {
+                let reply = self.watchdog(*vf, mode.as_str())?;
+                if reply["mode"] != mode.as_str() {
+                    return Err(format!(
+                        "`vfrig-driver watchdog --vf {vf} {}` answered {reply}",
+                        mode.as_str()
+                    )
+                    .into());
+                }
+                match mode {
+                    WatchdogMode::Manual => self.manual.insert(*vf),
+                    WatchdogMode::Auto => self.manual.remove(vf),
+                };
+                Ok(())
+            }
+            Action::WatchdogStep { vf, expect } => {
+                let reply = self.watchdog(*vf, "step")?;
+                let sent = pass_sent(&reply)
+                    .map_err(|e| format!("`vfrig-driver watchdog --vf {vf} step`: {e}"))?;
+                self.say(format!("  the pass sent {sent}"));
+                match expect {
+                    Some(want) if *want != sent => Err(format!(
+                        "the watchdog pass sent {sent}, the scenario expects {want}: vf{vf}'s \
+                         driver diverged from the sequence the scenario replays"
+                    )
+                    .into()),
+                    _ => Ok(()),
+                }
+            }
             Action::Hotplug { vf } => {
                 self.rig.vm.hotplug_vf(*vf).map_err(|e| e.to_string())?;
                 if self.scenario.roles.contains_key(vf) {
@@ -851,6 +913,65 @@ impl Run<'_> {
         }
     }
 
+    /// Runs `vfrig-driver watchdog --vf VF WHAT` in the guest and returns
+    /// its JSON reply.
+    fn watchdog(&self, vf: u16, what: &str) -> Result<Value, StepError> {
+        let cmd = format!("vfrig-driver watchdog --vf {vf} {what}");
+        let out = self
+            .agent()
+            .run(&cmd, scaled(T))
+            .map_err(|e| e.to_string())?;
+        if !out.success() {
+            return Err(format!(
+                "`{cmd}` failed ({}): {}{}",
+                describe_exit(&out),
+                out.stderr.trim(),
+                out.stdout.trim()
+            )
+            .into());
+        }
+        serde_json::from_str(out.stdout.trim())
+            .map_err(|e| format!("`{cmd}` did not print JSON ({e}): {}", out.stdout).into())
+    }
+
+    /// Waits until `vf`'s driver, whose watchdog is manual, has handled
+    /// every mailbox frame the PF sent it (see [`heard_everything`]), so the
+    /// next step starts from the state those messages left.
+    fn wait_heard(&self, vf: u16) -> Result<(), StepError> {
+        let limit = scaled(Duration::from_secs(10));
+        let deadline = Instant::now() + limit;
+        loop {
+            let pf = self.control(&json!({"cmd": "mailbox", "vf": vf}))?;
+            let out = self
+                .agent()
+                .run(&format!("vfrig-driver status --vf {vf}"), scaled(T))
+                .map_err(|e| e.to_string())?;
+            let status: Value = serde_json::from_str(out.stdout.trim()).unwrap_or(Value::Null);
+            match heard_everything(&pf, &status) {
+                Ok(true) => return Ok(()),
+                Ok(false) if Instant::now() < deadline => {}
+                Ok(false) => {
+                    return Err(format!(
+                        "vf{vf}'s driver did not take every mailbox message the PF sent it \
+                         within {limit:?} (PF: {pf}; driver received {}): is it stuck? {}",
+                        status["driver"]["mailbox_received"],
+                        self.driver_log(vf)
+                    )
+                    .into())
+                }
+                Err(why) => {
+                    return Err(format!(
+                        "cannot tell whether vf{vf}'s driver heard the PF: {why}{}\n{}",
+                        out.stderr.trim(),
+                        self.driver_log(vf)
+                    )
+                    .into())
+                }
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
     /// Whether the PF holds a request of `vf` (any VF when `None`).
     fn holds(&self, vf: Option<u16>) -> bool {
         self.rig.daemon.device().with(|engine, _| {
@@ -923,8 +1044,19 @@ impl Run<'_> {
                 .filter(|(_, d)| !d.idle() || matches!(d.phase.as_str(), "init" | "resetting"))
                 .map(|(vf, d)| {
                     format!(
-                        "vf{vf} {} pending {:?} outstanding {:?}",
-                        d.phase, d.pending, d.outstanding
+                        "vf{vf} {} pending {:?} outstanding {:?}{}",
+                        d.phase,
+                        d.pending,
+                        d.outstanding,
+                        if self.manual.contains(vf) {
+                            format!(
+                                " (its watchdog is manual: it sends only in `watchdog = \
+                                 {{ vf = {vf} }}` steps, or after `watchdog = {{ vf = {vf}, \
+                                 mode = \"auto\" }}`)"
+                            )
+                        } else {
+                            String::new()
+                        }
                     )
                 })
                 .collect();
@@ -983,12 +1115,43 @@ impl Run<'_> {
             return Ok(());
         }
         Err(StepError {
-            message: format!(
-                "the kernel, the driver and the PF disagree:\n  - {}",
-                problems.join("\n  - ")
-            ),
+            message: check::disagreement(&problems),
             views: Some(Value::Object(views)),
         })
+    }
+}
+
+/// Whether a driver has taken every mailbox frame the PF sent its VF:
+/// nothing waits for it at the PF, and it has received at least as many
+/// frames as the PF delivered. `pf` is the control protocol's `mailbox`
+/// reply, read before `status`, the driver's `vfrig-driver status` line.
+///
+/// Both counts start at the VF's connection (a hot-plug makes a new one and
+/// starts a new driver), and count every frame, replies and events alike,
+/// including the replies of reject faults and refused releases, across VF
+/// resets. Reading the PF first makes it sound: the driver cannot have
+/// received fewer than the PF delivered before the driver was asked. The
+/// driver answers `status` at the end of a turn, after handling what it
+/// received.
+fn heard_everything(pf: &Value, status: &Value) -> Result<bool, String> {
+    let delivered = pf["delivered"]
+        .as_u64()
+        .ok_or_else(|| format!("the PF's mailbox reply has no `delivered`: {pf}"))?;
+    let waiting = pf["waiting"]
+        .as_u64()
+        .ok_or_else(|| format!("the PF's mailbox reply has no `waiting`: {pf}"))?;
+    let received = status["driver"]["mailbox_received"]
+        .as_u64()
+        .ok_or_else(|| format!("`vfrig-driver status` has no driver.mailbox_received: {status}"))?;
+    Ok(waiting == 0 && received >= delivered)
+}
+
+/// What a watchdog pass sent, from `vfrig-driver watchdog step`'s reply.
+fn pass_sent(reply: &Value) -> Result<PassSends, String> {
+    match reply.get("sent") {
+        Some(Value::Null) => Ok(PassSends::Nothing),
+        Some(Value::String(op)) => Ok(PassSends::Op(op.clone())),
+        _ => Err(format!("no `sent` in its reply {reply}")),
     }
 }
 
@@ -1050,6 +1213,59 @@ mod tests {
         assert!(!passed && why.contains("something else"), "{why}");
         let (passed, why) = verdict(Some("leaked"), None);
         assert!(!passed && why.contains("did not catch"), "{why}");
+    }
+
+    #[test]
+    fn a_driver_heard_everything_once_it_took_what_the_pf_delivered() {
+        let pf = |delivered: u64, waiting: u64| json!({"delivered": delivered, "waiting": waiting, "reordered": 0});
+        let driver =
+            |received: u64| json!({"driver": {"mailbox_received": received, "watchdog": "manual"}});
+        assert_eq!(heard_everything(&pf(5, 0), &driver(5)), Ok(true));
+        assert_eq!(
+            heard_everything(&pf(5, 0), &driver(4)),
+            Ok(false),
+            "one in its ring"
+        );
+        assert_eq!(
+            heard_everything(&pf(5, 1), &driver(5)),
+            Ok(false),
+            "one still at the PF"
+        );
+        assert_eq!(
+            heard_everything(&pf(5, 0), &driver(6)),
+            Ok(true),
+            "an event the PF sent after it was asked"
+        );
+        let e = heard_everything(&pf(5, 0), &json!({"adapter": {}})).unwrap_err();
+        assert!(e.contains("mailbox_received"), "{e}");
+        let e = heard_everything(&json!({"error": "x"}), &driver(0)).unwrap_err();
+        assert!(e.contains("delivered"), "{e}");
+    }
+
+    #[test]
+    fn a_pass_sent_an_opcode_or_nothing() {
+        assert_eq!(
+            pass_sent(&json!({"sent": "ADD_VLAN_V2"})),
+            Ok(PassSends::Op("ADD_VLAN_V2".into()))
+        );
+        assert_eq!(pass_sent(&json!({"sent": null})), Ok(PassSends::Nothing));
+        assert!(pass_sent(&json!({"mode": "manual"})).is_err());
+    }
+
+    #[test]
+    fn the_expected_failure_follows_the_machine_run() {
+        let s = super::super::format::parse(
+            "name = \"x\"\nexpect_fail_on = { legacy = \"driver-matches-intent\" }\n",
+            std::path::Path::new("x.toml"),
+        )
+        .expect("valid");
+        let broke = failure("vf0: driver-matches-intent: VLAN 100 leaked in the driver: ...");
+        let fixed = s.expected_failure(VlanFsm::Fixed);
+        let legacy = s.expected_failure(VlanFsm::Legacy);
+        assert!(verdict(fixed, None).0, "fixed must pass");
+        assert!(!verdict(fixed, Some(&broke)).0);
+        assert!(verdict(legacy, Some(&broke)).0, "legacy must fail so");
+        assert!(!verdict(legacy, None).0);
     }
 
     #[test]

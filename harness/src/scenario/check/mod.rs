@@ -18,6 +18,10 @@
 //! status, and are not inconsistencies. The legacy machine's INACTIVE
 //! filters (deleted from the PF while the interface is down, to be re-added
 //! on up) are expected while `vfN` is down and a loss while it is up.
+//!
+//! Each problem starts with the name of the [`invariant`] it breaks and
+//! `": "`; the names are shared with the interleaving explorer, so a trace
+//! it found fails the VM's check under the same name.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -30,6 +34,34 @@ use vfrig_device::pf::VfTable;
 use vfrig_agent::proto::{LinkEvent, LinkEventKind};
 
 use super::format::{Expect, ExpectLinks};
+
+/// The invariants a `consistent` step checks, by the names the
+/// interleaving explorer gives them. Every problem [`compare`] reports
+/// starts with one of these and `": "`.
+pub mod invariant {
+    /// At rest, every driver filter is in a final state: nothing stuck in a
+    /// transitional one (`ADD`, `ADDING`, `IS_NEW`, `REMOVE`, ...).
+    pub const NO_STUCK_FILTER: &str = "no-stuck-filter";
+    /// The PF has no VLAN filter the driver has no entry for at all.
+    pub const NO_UNTRACKED_PF_FILTER: &str = "no-untracked-pf-filter";
+    /// The filters the driver believes the PF has are the PF's (VLANs and
+    /// active MACs).
+    pub const DRIVER_MATCHES_PF: &str = "driver-matches-pf";
+    /// Every VLAN filter the driver holds (but those it is removing) is a
+    /// VLAN the kernel has, or one whose DEL the PF refused.
+    pub const DRIVER_MATCHES_INTENT: &str = "driver-matches-intent";
+    /// The PF's VLAN filters are the kernel's VLANs, except what the PF
+    /// refused.
+    pub const PF_MATCHES_INTENT: &str = "pf-matches-intent";
+    /// All of them, in the order [`compare`](super::compare) checks them.
+    pub const ALL: [&str; 5] = [
+        NO_STUCK_FILTER,
+        NO_UNTRACKED_PF_FILTER,
+        DRIVER_MATCHES_PF,
+        DRIVER_MATCHES_INTENT,
+        PF_MATCHES_INTENT,
+    ];
+}
 
 /// One network namespace's links, as `ip -d -j link show` prints them.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -314,7 +346,8 @@ fn vids_in_summary(summary: &str) -> Vec<u16> {
 
 /// Compares the kernel's intent, the driver's view and the PF table of VF
 /// `vf` after a settle. `kernel` is `None` when `vfN` does not exist in the
-/// guest, `driver` when no driver runs for it.
+/// guest, `driver` when no driver runs for it. Each problem is prefixed with
+/// the name of the [`invariant`] it breaks.
 pub fn compare(
     vf: u16,
     table: &VfTable,
@@ -322,10 +355,26 @@ pub fn compare(
     driver: Option<&DriverView>,
     kernel: Option<&KernelVf>,
 ) -> Comparison {
+    use invariant::{
+        DRIVER_MATCHES_INTENT, DRIVER_MATCHES_PF, NO_STUCK_FILTER, NO_UNTRACKED_PF_FILTER,
+        PF_MATCHES_INTENT,
+    };
     let mut c = Comparison::default();
+    let mut problem = |invariant: &str, text: String| {
+        c.problems.push(format!("{invariant}: {text}"));
+    };
     let pf: BTreeSet<u16> = table.vlans.iter().copied().collect();
     let refused = refusals(transcript);
     let name = format!("vf{vf}");
+    let on = |k: &KernelVf| {
+        format!(
+            "{name}{}",
+            k.master
+                .as_deref()
+                .map(|m| format!(" (or its master {m})"))
+                .unwrap_or_default()
+        )
+    };
 
     if let Some(d) = driver {
         let state = |vid: u16| {
@@ -338,16 +387,22 @@ pub fn compare(
             match v.state.as_str() {
                 "ACTIVE" => {}
                 "INACTIVE" if !d.up => {}
-                "INACTIVE" => c.problems.push(format!(
-                    "VLAN {} lost: the driver holds it INACTIVE while {name} is up, so it is \
-                     missing from the PF and will not be added back",
-                    v.vid
-                )),
-                other => c.problems.push(format!(
-                    "VLAN {} stuck in {other}: the PF has answered everything, yet the driver \
-                     never completed the filter",
-                    v.vid
-                )),
+                "INACTIVE" => problem(
+                    PF_MATCHES_INTENT,
+                    format!(
+                        "VLAN {} lost: the driver holds it INACTIVE while {name} is up, so it \
+                         is missing from the PF and will not be added back",
+                        v.vid
+                    ),
+                ),
+                other => problem(
+                    NO_STUCK_FILTER,
+                    format!(
+                        "VLAN {} stuck in {other}: the PF has answered everything, yet the \
+                         driver never completed the filter",
+                        v.vid
+                    ),
+                ),
             }
         }
         // Which filters the driver believes the PF has.
@@ -358,19 +413,22 @@ pub fn compare(
             .map(|v| v.vid)
             .collect();
         for vid in pf.difference(&believed) {
-            c.problems.push(format!(
-                "VLAN {vid} leaked: the PF has a filter for it that the driver does not track{}",
-                match state(*vid) {
-                    Some(s) => format!(" (the driver has it {s})"),
-                    None => String::new(),
-                }
-            ));
+            let text = format!(
+                "VLAN {vid} leaked: the PF has a filter for it that the driver does not track"
+            );
+            match state(*vid) {
+                Some(s) => problem(DRIVER_MATCHES_PF, format!("{text} (the driver has it {s})")),
+                None => problem(NO_UNTRACKED_PF_FILTER, text),
+            }
         }
         for vid in believed.difference(&pf) {
-            c.problems.push(format!(
-                "VLAN {vid} lost: the driver has it {} but the PF has no such filter",
-                state(*vid).unwrap_or("?")
-            ));
+            problem(
+                DRIVER_MATCHES_PF,
+                format!(
+                    "VLAN {vid} lost: the driver has it {} but the PF has no such filter",
+                    state(*vid).unwrap_or("?")
+                ),
+            );
         }
         let driver_macs: BTreeSet<String> = d
             .macs
@@ -389,9 +447,37 @@ pub fn compare(
             .filter(|m| *m != host_mac || d.macs.iter().any(|(dm, _)| *dm == host_mac))
             .collect();
         if driver_macs != pf_macs {
-            c.problems.push(format!(
-                "MAC filters differ: the driver has {driver_macs:?} active, the PF has {pf_macs:?}"
-            ));
+            problem(
+                DRIVER_MATCHES_PF,
+                format!(
+                    "MAC filters differ: the driver has {driver_macs:?} active, the PF has \
+                     {pf_macs:?}"
+                ),
+            );
+        }
+    }
+
+    if let (Some(d), Some(k)) = (driver, kernel) {
+        // The driver holds what the kernel asked for: a filter it is not
+        // removing is a VLAN the kernel has, or one whose DEL the PF
+        // refused (the driver keeps it then, and reported the refusal).
+        for v in &d.vlans {
+            if matches!(v.state.as_str(), "REMOVE" | "REMOVING")
+                || k.vlans.contains(&v.vid)
+                || refused.contains_key(&(v.vid, "del"))
+            {
+                continue;
+            }
+            problem(
+                DRIVER_MATCHES_INTENT,
+                format!(
+                    "VLAN {} leaked in the driver: it holds the filter {}, but the kernel has \
+                     no such VLAN on {}",
+                    v.vid,
+                    v.state,
+                    on(k)
+                ),
+            );
         }
     }
 
@@ -421,13 +507,13 @@ pub fn compare(
             } else if !k.up && inactive(vid) {
                 // Legacy: deleted while down, re-added on up.
             } else {
-                c.problems.push(format!(
-                    "VLAN {vid} lost: the kernel has it on {name}{}, the PF has no filter for it",
-                    k.master
-                        .as_deref()
-                        .map(|m| format!(" (or its master {m})"))
-                        .unwrap_or_default()
-                ));
+                problem(
+                    PF_MATCHES_INTENT,
+                    format!(
+                        "VLAN {vid} lost: the kernel has it on {}, the PF has no filter for it",
+                        on(k)
+                    ),
+                );
             }
         }
         for &vid in pf.difference(&k.vlans) {
@@ -438,14 +524,27 @@ pub fn compare(
                     status: status.clone(),
                 });
             } else {
-                c.problems.push(format!(
-                    "VLAN {vid} leaked: the PF has a filter for it, the kernel has no such VLAN on {name}"
-                ));
+                problem(
+                    PF_MATCHES_INTENT,
+                    format!(
+                        "VLAN {vid} leaked: the PF has a filter for it, the kernel has no such \
+                         VLAN on {name}"
+                    ),
+                );
             }
         }
     }
     c.problems.dedup();
     c
+}
+
+/// The failure message of a `consistent` step: `problems` are the
+/// comparisons' problems, each already prefixed with its VF (`vf0: ...`).
+pub fn disagreement(problems: &[String]) -> String {
+    format!(
+        "the kernel, the driver and the PF disagree:\n  - {}",
+        problems.join("\n  - ")
+    )
 }
 
 /// Checks an `expect` step against a VF's table and transcript entries;
