@@ -242,7 +242,7 @@ pub fn scenario(model: &Model, name: &str, steps: &[Step], about: &str) -> Resul
     let mut out = String::new();
     let _ = writeln!(out, "name = \"{name}\"");
     let _ = writeln!(out, "description = \"\"\"");
-    let _ = writeln!(out, "{}", about.trim_end());
+    let _ = writeln!(out, "{}", wrap(about.trim_end(), 76));
     let _ = writeln!(
         out,
         "\nThe schedule, on the {fsm} VLAN state machine and a {} PF:\n",
@@ -367,4 +367,35 @@ pub fn scenario(model: &Model, name: &str, steps: &[Step], about: &str) -> Resul
     }
     step(&mut out, "consistent = true");
     Ok(out)
+}
+
+/// `text` with its words filled into lines of at most `width` characters
+/// (a longer word gets a line of its own).
+fn wrap(text: &str, width: usize) -> String {
+    let mut out = String::new();
+    let mut line = 0;
+    for word in text.split_whitespace() {
+        if line > 0 && line + 1 + word.len() > width {
+            out.push('\n');
+            line = 0;
+        } else if line > 0 {
+            out.push(' ');
+            line += 1;
+        }
+        out.push_str(word);
+        line += word.len();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::wrap;
+
+    #[test]
+    fn wrap_fills_lines_up_to_the_width() {
+        assert_eq!(wrap("aa bb cc dd", 5), "aa bb\ncc dd");
+        assert_eq!(wrap("a verylongword b", 4), "a\nverylongword\nb");
+        assert_eq!(wrap("", 10), "");
+    }
 }

@@ -288,3 +288,75 @@ pub fn json(explored: &[Explored]) -> Value {
         .collect();
     json!({ "explorations": list })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vfrig_guest_driver::core::VlanFsm as CoreFsm;
+
+    /// The explored scenarios in the library are what the explorer writes
+    /// today: a change to the cores or the explorer that changes a trace
+    /// shows up here, not as a puzzling VM failure.
+    #[test]
+    fn the_library_s_explored_scenarios_are_what_the_explorer_writes() {
+        let library = crate::scenario::library_dir().join("explored");
+        let out = std::env::temp_dir().join(format!("vfrig-explored-{}", std::process::id()));
+        let opts = ExploreOptions {
+            models: vec![
+                Model::new(CoreFsm::Legacy, VlanOps::V2),
+                Model::new(CoreFsm::Legacy, VlanOps::V1),
+            ],
+            strategy: Strategy::Bfs,
+            bounds: Bounds {
+                depth: 12,
+                budget: 2_000_000,
+            },
+            write: Some(out.clone()),
+        };
+        let explored = run(&opts).expect("the explorer runs");
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&library)
+            .expect("harness/scenarios/explored")
+            .map(|e| e.expect("a directory entry").path())
+            .collect();
+        files.sort();
+        assert!(files.len() >= 6, "{files:?}");
+        for file in files {
+            let name = file.file_name().expect("a file name");
+            let fresh = std::fs::read_to_string(out.join(name)).unwrap_or_else(|_| {
+                panic!(
+                    "the explorer no longer writes {}: {}",
+                    name.to_string_lossy(),
+                    text(&explored)
+                )
+            });
+            let shipped = std::fs::read_to_string(&file).expect("readable");
+            assert_eq!(
+                shipped,
+                fresh,
+                "{} differs from what `cargo rig explore --write DIR` writes now; if the \
+                 change is intended, copy the new file over it and run it in a VM",
+                file.display()
+            );
+            crate::scenario::parse(&shipped, &file).expect("the written scenario parses");
+        }
+        let _ = std::fs::remove_dir_all(&out);
+    }
+
+    #[test]
+    fn scenario_names_say_the_pf_flavour_and_the_machine() {
+        let legacy_v1 = Model::new(CoreFsm::Legacy, VlanOps::V1);
+        let fixed_v2 = Model::new(CoreFsm::Fixed, VlanOps::V2);
+        assert_eq!(
+            scenario_name(&legacy_v1, Kind::NetnsMoveLeak),
+            "netns-move-leak-v1-legacy"
+        );
+        assert_eq!(
+            scenario_name(&legacy_v1, Kind::V1AddStuck),
+            "v1-add-stuck-legacy"
+        );
+        assert_eq!(
+            scenario_name(&fixed_v2, Kind::DelFreedThenRejected),
+            "del-freed-then-rejected"
+        );
+    }
+}
