@@ -17,7 +17,8 @@
 //!   MAC, VLAN uppers, bonding, netns moves) into the core's events; its
 //!   `sys` module holds the three TAP ioctls;
 //! - [`driver`]: the single-threaded event loop behind `vfrig-driver run`,
-//!   tying the three together, with a status socket per VF.
+//!   tying the three together, with a status socket and a control socket
+//!   (the watchdog: automatic, or one pass at a time for replays) per VF.
 //!
 //! ```no_run
 //! use vfrig_guest_driver::core::VlanFsm;
