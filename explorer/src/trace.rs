@@ -1,7 +1,7 @@
 //! Traces: replaying them, shrinking them, printing them, and writing them
 //! as scenario files a VM replays.
 
-use std::fmt::Write as _;
+use std::fmt::{self, Write as _};
 
 use serde::Serialize;
 use vfrig_guest_driver::core::VlanFsm;
@@ -23,6 +23,19 @@ pub struct Step {
     /// What is broken afterwards.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub violations: Vec<Violation>,
+}
+
+impl fmt::Display for Step {
+    /// `  3. kernel: delete VLAN 10`, with the request it sent or answered
+    /// in brackets: `[DEL_VLAN_V2 -> ERR_PARAM]`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:>3}. {}", self.n, self.input)?;
+        match (&self.effect.op, &self.effect.status) {
+            (Some(op), Some(status)) => write!(f, " [{op} -> {status}]"),
+            (Some(op), None) => write!(f, " [{op}]"),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// Why a trace does not replay.
@@ -163,37 +176,15 @@ pub fn counterpart(
             }
         }
     }
-    for _ in 0..64 {
-        if w.is_quiescent() {
-            return Ok((other, out));
-        }
-        let input = if w.mailbox.is_some() {
-            Input::Answer
-        } else {
-            Input::Watchdog
-        };
-        w.apply_in(&other, input)
-            .map_err(|_| ReplayError::NotEnabled {
-                n: out.len() + 1,
-                input,
-            })?;
-        out.push(input);
-    }
-    Err(ReplayError::Start(
-        "the counterpart does not come to rest".into(),
-    ))
+    out.extend(w.run_to_rest(&other).map_err(ReplayError::Start)?);
+    Ok((other, out))
 }
 
 /// The trace as a numbered list, each input with both cores afterwards.
 pub fn render(steps: &[Step]) -> String {
     let mut out = String::new();
     for s in steps {
-        let what = match (&s.effect.op, &s.effect.status) {
-            (Some(op), Some(status)) => format!(" [{op} -> {status}]"),
-            (Some(op), None) => format!(" [{op}]"),
-            _ => String::new(),
-        };
-        let _ = writeln!(out, "{:>3}. {}{}", s.n, s.input, what);
+        let _ = writeln!(out, "{s}");
         let _ = writeln!(out, "       {}", s.state);
         for v in &s.violations {
             let _ = writeln!(out, "       BROKEN {v}");
@@ -235,10 +226,7 @@ pub fn scenario(model: &Model, name: &str, steps: &[Step], about: &str) -> Resul
                 })?,
         )
     };
-    let fsm = match model.fsm {
-        VlanFsm::Legacy => "legacy",
-        VlanFsm::Fixed => "fixed",
-    };
+    let fsm = model.fsm;
     let mut out = String::new();
     let _ = writeln!(out, "name = \"{name}\"");
     let _ = writeln!(out, "description = \"\"\"");
@@ -246,18 +234,10 @@ pub fn scenario(model: &Model, name: &str, steps: &[Step], about: &str) -> Resul
     let _ = writeln!(
         out,
         "\nThe schedule, on the {fsm} VLAN state machine and a {} PF:\n",
-        match model.vlan_ops {
-            VlanOps::V2 => "VLAN V2",
-            VlanOps::V1 => "VLAN V1-only",
-        }
+        model.vlan_ops.describe()
     );
     for s in steps {
-        let what = match (&s.effect.op, &s.effect.status) {
-            (Some(op), Some(status)) => format!(" [{op} -> {status}]"),
-            (Some(op), None) => format!(" [{op}]"),
-            _ => String::new(),
-        };
-        let _ = writeln!(out, "{:>3}. {}{}", s.n, s.input, what);
+        let _ = writeln!(out, "{s}");
     }
     let _ = writeln!(
         out,

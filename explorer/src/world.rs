@@ -42,6 +42,16 @@ pub enum VlanOps {
     V1,
 }
 
+impl VlanOps {
+    /// The PF flavour in words, as reports and scenario descriptions say it.
+    pub fn describe(self) -> &'static str {
+        match self {
+            VlanOps::V2 => "VLAN V2",
+            VlanOps::V1 => "VLAN V1-only",
+        }
+    }
+}
+
 impl fmt::Display for VlanOps {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
@@ -348,11 +358,11 @@ impl World {
             kernel: Kernel::default(),
             notes: Notes::default(),
         };
-        w.run_to_rest()?;
+        w.run_to_rest(model)?;
         w.kernel_event(NetdevEvent::Up)
             .map_err(|e| format!("the driver refused up: {e}"))?;
         w.kernel.up = true;
-        w.run_to_rest()?;
+        w.run_to_rest(model)?;
         if w.adapter.phase() != Phase::Running {
             return Err(format!(
                 "the driver did not reach running: {:?}",
@@ -362,17 +372,21 @@ impl World {
         Ok(w)
     }
 
-    /// Sends and answers everything until the driver is idle.
-    fn run_to_rest(&mut self) -> Result<(), String> {
+    /// Sends and answers everything until the driver is at rest (watchdog
+    /// passes and answers, nothing refused). Returns the inputs applied.
+    pub fn run_to_rest(&mut self, model: &Model) -> Result<Vec<Input>, String> {
+        let mut applied = Vec::new();
         for _ in 0..64 {
             if self.is_quiescent() {
-                return Ok(());
+                return Ok(applied);
             }
-            if self.mailbox.is_some() {
-                self.apply(Input::Answer).map_err(|e| e.to_string())?;
+            let input = if self.mailbox.is_some() {
+                Input::Answer
             } else {
-                self.apply(Input::Watchdog).map_err(|e| e.to_string())?;
-            }
+                Input::Watchdog
+            };
+            self.apply_in(model, input).map_err(|e| e.to_string())?;
+            applied.push(input);
         }
         Err("the driver and the PF did not come to rest".into())
     }

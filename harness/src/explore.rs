@@ -76,8 +76,8 @@ pub fn run(opts: &ExploreOptions) -> anyhow::Result<Vec<Explored>> {
     for model in &opts.models {
         crate::ui::say(format!(
             "exploring the {} VLAN state machine against a {} PF: {}, depth {}, budget {} states",
-            fsm_name(model),
-            ops_name(model.vlan_ops),
+            model.fsm,
+            model.vlan_ops.describe(),
             strategy_name(opts.strategy),
             opts.bounds.depth,
             opts.bounds.budget,
@@ -175,20 +175,6 @@ fn write(path: &Path, text: &str) -> anyhow::Result<()> {
     std::fs::write(path, text).map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))
 }
 
-fn fsm_name(model: &Model) -> &'static str {
-    match model.fsm {
-        vfrig_guest_driver::core::VlanFsm::Fixed => "fixed",
-        vfrig_guest_driver::core::VlanFsm::Legacy => "legacy",
-    }
-}
-
-fn ops_name(ops: VlanOps) -> &'static str {
-    match ops {
-        VlanOps::V2 => "VLAN V2",
-        VlanOps::V1 => "VLAN V1-only",
-    }
-}
-
 fn strategy_name(s: Strategy) -> String {
     match s {
         Strategy::Bfs => "breadth-first".into(),
@@ -206,8 +192,8 @@ pub fn text(explored: &[Explored]) -> String {
             out,
             "{} machine, {} PF, {}: {} states expanded ({} distinct, {} transitions) in {:.2} s, \
              {:.0} states/s, {}",
-            fsm_name(&x.model),
-            ops_name(x.model.vlan_ops),
+            x.model.fsm,
+            x.model.vlan_ops.describe(),
             strategy_name(x.strategy),
             x.states,
             x.distinct,
